@@ -1,0 +1,1 @@
+"""Subcommands of ``homelab-release``; each module has ``register(subparsers)``."""

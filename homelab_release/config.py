@@ -1,0 +1,283 @@
+"""``homelab-release.toml``: services, environments, registry and manifests settings.
+
+Every key is optional and every string may use ``${VAR}`` or ``${VAR:-default}``, expanded from the
+environment. With no file, services are the top-level folders that hold a ``Dockerfile`` and the
+environments are the seed's ``develop`` and ``stage`` (promoted from ``develop``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from homelab_release.errors import ConfigError
+
+CONFIG_NAME = "homelab-release.toml"
+DEFAULT_MANIFESTS_BRANCH = "k8s-manifests"
+
+_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class Service:
+    """One buildable service of the monorepo."""
+
+    name: str
+    paths: tuple[str, ...]
+    context: str
+    dockerfile: str
+    image: str
+    kustomize_name: str | None = None
+
+    def image_repository(self, registry: str) -> str:
+        """The image repository the service is pushed to: ``<registry>/<image>``."""
+        return f"{registry.rstrip('/')}/{self.image}" if registry else self.image
+
+    def overlay_name(self, registry: str) -> str:
+        """The ``images[].name`` of the service's overlay entry."""
+        return self.kustomize_name or self.image_repository(registry)
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One environment of the promotion chain and its kustomize overlay."""
+
+    name: str
+    overlay: str
+    promote_from: str | None = None
+
+
+@dataclass(frozen=True)
+class ReleaseConfig:
+    """The whole configuration of one monorepo, with defaults filled in."""
+
+    root: Path
+    source: Path | None = None
+    registry: str = ""
+    manifests_url: str = ""
+    manifests_branch: str = DEFAULT_MANIFESTS_BRANCH
+    services: tuple[Service, ...] = ()
+    environments: tuple[Environment, ...] = ()
+    always: tuple[str, ...] = ()
+    default_branch: str = ""
+    author: str = "homelab-release <homelab-release@localhost>"
+    insecure_registries: tuple[str, ...] = field(default=())
+
+    @property
+    def where(self) -> str:
+        """How to name the configuration in messages."""
+        return str(self.source) if self.source else f"{self.root} (no {CONFIG_NAME})"
+
+    def service(self, name: str) -> Service:
+        """The service called ``name``; :class:`ConfigError` listing the known ones otherwise."""
+        for service in self.services:
+            if service.name == name:
+                return service
+        known = ", ".join(s.name for s in self.services) or "none"
+        raise ConfigError(f"{self.where}: no service {name!r} (services: {known})")
+
+    def environment(self, name: str) -> Environment:
+        """The environment called ``name``; :class:`ConfigError` listing the known ones otherwise."""
+        for env in self.environments:
+            if env.name == name:
+                return env
+        known = ", ".join(e.name for e in self.environments) or "none"
+        raise ConfigError(
+            f"{self.where}: no environment {name!r} (environments: {known}); "
+            f"add [environments.{name}] to {CONFIG_NAME}"
+        )
+
+    def require_registry(self) -> str:
+        """The registry repository prefix; :class:`ConfigError` saying how to set it when unset."""
+        if not self.registry:
+            raise ConfigError(
+                f"{self.where}: no image registry: set registry.repository in {CONFIG_NAME} "
+                "or the CI_REGISTRY_IMAGE variable"
+            )
+        return self.registry
+
+
+def load_config(repo: Path | str = ".", env: Mapping[str, str] | None = None) -> ReleaseConfig:
+    """Read ``homelab-release.toml`` at the root of ``repo`` (if any) and fill in the defaults."""
+    root = Path(repo).resolve()
+    env = os.environ if env is None else env
+    path = root / CONFIG_NAME
+    if not path.is_file():
+        return _build(root, None, {}, env)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text: {err}") from err
+    return _build(root, path, data, env)
+
+
+# -- validation ------------------------------------------------------------------------------
+
+_SCHEMA: dict[str, dict[str, type]] = {
+    "registry": {"repository": str, "insecure": list},
+    "manifests": {"url": str, "branch": str, "author": str},
+    "changes": {"always": list, "default_branch": str},
+}
+_SERVICE_KEYS: dict[str, type] = {
+    "paths": list,
+    "context": str,
+    "dockerfile": str,
+    "image": str,
+    "kustomize_name": str,
+}
+_ENV_KEYS: dict[str, type] = {"overlay": str, "promote_from": str}
+
+
+class _Reader:
+    """Type-checked, variable-expanded access to one table, with errors naming file and key."""
+
+    def __init__(self, where: str, env: Mapping[str, str]) -> None:
+        self.where = where
+        self.env = env
+
+    def table(self, value: Any, key: str, allowed: Mapping[str, type]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{self.where}: [{key}] must be a table")
+        unknown = sorted(set(value) - set(allowed))
+        if unknown:
+            raise ConfigError(
+                f"{self.where}: unknown key {key}.{unknown[0]} (allowed: {', '.join(allowed)})"
+            )
+        out: dict[str, Any] = {}
+        for name, kind in allowed.items():
+            if name in value:
+                out[name] = self._typed(f"{key}.{name}", value[name], kind)
+        return out
+
+    def _typed(self, key: str, value: Any, kind: type) -> Any:
+        if kind is list:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{self.where}: {key} must be a list of strings")
+            return tuple(self.expand(v) for v in value)
+        if not isinstance(value, kind):
+            raise ConfigError(f"{self.where}: {key} must be a {kind.__name__}, not {value!r}")
+        return self.expand(value) if isinstance(value, str) else value
+
+    def expand(self, text: str) -> str:
+        return _VAR.sub(lambda m: self.env.get(m["name"]) or (m["default"] or ""), text)
+
+
+def _build(
+    root: Path, path: Path | None, data: Mapping[str, Any], env: Mapping[str, str]
+) -> ReleaseConfig:
+    where = str(path) if path else str(root)
+    reader = _Reader(where, env)
+    allowed_top = {*_SCHEMA, "services", "environments"}
+    unknown = sorted(set(data) - allowed_top)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown table [{unknown[0]}] (allowed: {', '.join(sorted(allowed_top))})"
+        )
+    registry = reader.table(data.get("registry", {}), "registry", _SCHEMA["registry"])
+    manifests = reader.table(data.get("manifests", {}), "manifests", _SCHEMA["manifests"])
+    changes = reader.table(data.get("changes", {}), "changes", _SCHEMA["changes"])
+    services = _services(root, reader, data.get("services"))
+    environments = _environments(reader, data.get("environments"))
+    extra: dict[str, Any] = {}
+    if "author" in manifests:
+        extra["author"] = manifests["author"]
+    return ReleaseConfig(
+        root=root,
+        source=path,
+        registry=registry.get("repository", env.get("CI_REGISTRY_IMAGE", "")).rstrip("/"),
+        manifests_url=manifests.get("url", ""),
+        manifests_branch=manifests.get("branch") or DEFAULT_MANIFESTS_BRANCH,
+        services=services,
+        environments=environments,
+        always=changes.get("always", ()),
+        default_branch=changes.get("default_branch", ""),
+        insecure_registries=registry.get("insecure", ()),
+        **extra,
+    )
+
+
+def _subtables(reader: _Reader, raw: Any, key: str) -> dict[str, dict[str, Any]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise ConfigError(f"{reader.where}: [{key}] must hold tables like [{key}.NAME]")
+    for name in raw:
+        if not _NAME.match(name):
+            raise ConfigError(
+                f"{reader.where}: [{key}.{name}]: names use lowercase letters, digits, '.', '_', '-'"
+            )
+    return raw
+
+
+def _services(root: Path, reader: _Reader, raw: Any) -> tuple[Service, ...]:
+    tables = _subtables(reader, raw, "services")
+    if not tables:
+        tables = {d.name: {} for d in _discover(root)}
+    services = []
+    for name, table in sorted(tables.items()):
+        values = reader.table(table, f"services.{name}", _SERVICE_KEYS)
+        context = values.get("context", name)
+        paths = values.get("paths", (f"{name}/**/*",))
+        for pattern in paths:
+            if not pattern:
+                raise ConfigError(f"{reader.where}: services.{name}.paths has an empty pattern")
+        services.append(
+            Service(
+                name=name,
+                paths=paths,
+                context=context,
+                dockerfile=values.get("dockerfile", f"{context}/Dockerfile"),
+                image=values.get("image", name),
+                kustomize_name=values.get("kustomize_name") or None,
+            )
+        )
+    return tuple(services)
+
+
+def _discover(root: Path) -> list[Path]:
+    return sorted(
+        d
+        for d in root.iterdir()
+        if d.is_dir() and not d.name.startswith(".") and (d / "Dockerfile").is_file()
+    )
+
+
+def _environments(reader: _Reader, raw: Any) -> tuple[Environment, ...]:
+    tables = _subtables(reader, raw, "environments")
+    if not tables:
+        tables = {"develop": {}, "stage": {"promote_from": "develop"}}
+    envs = []
+    for name, table in tables.items():
+        values = reader.table(table, f"environments.{name}", _ENV_KEYS)
+        source = values.get("promote_from") or None
+        if source is not None and source not in tables:
+            raise ConfigError(
+                f"{reader.where}: environments.{name}.promote_from = {source!r} names no environment "
+                f"(environments: {', '.join(tables)})"
+            )
+        if source == name:
+            raise ConfigError(f"{reader.where}: environments.{name} cannot promote from itself")
+        envs.append(Environment(name, values.get("overlay", f"k8s/overlays/{name}"), source))
+    _check_chain(reader.where, envs)
+    return tuple(envs)
+
+
+def _check_chain(where: str, envs: list[Environment]) -> None:
+    sources = {e.name: e.promote_from for e in envs}
+    for env in envs:
+        seen = [env.name]
+        step = env.promote_from
+        while step is not None:
+            if step in seen:
+                chain = " -> ".join([*seen, step])
+                raise ConfigError(f"{where}: environments promote in a circle ({chain})")
+            seen.append(step)
+            step = sources.get(step)

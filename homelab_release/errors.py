@@ -1,0 +1,60 @@
+"""The errors the library raises on purpose.
+
+Every one is a :class:`ReleaseError`: the CLI and the Nox sessions turn them into a one-line message
+and exit code 1. Messages name the object that was wrong and say how to fix it; they never carry a
+token or a password (see :mod:`homelab_release.secrets`).
+"""
+
+from __future__ import annotations
+
+
+class ReleaseError(Exception):
+    """Base of every error homelab-release raises on purpose."""
+
+
+class ConfigError(ReleaseError):
+    """``homelab-release.toml`` (or an argument standing in for it) is not valid."""
+
+
+class CommandError(ReleaseError):
+    """An external command failed; carries its argv, exit code and (redacted) output."""
+
+    def __init__(self, argv: tuple[str, ...], returncode: int, output: str, hint: str = "") -> None:
+        self.argv = argv
+        self.returncode = returncode
+        self.output = output
+        message = f"command {' '.join(argv)!r} failed with exit code {returncode}"
+        tail = output.strip().splitlines()[-10:]
+        if tail:
+            message += ":\n  " + "\n  ".join(tail)
+        if hint:
+            message += f"\n{hint}"
+        super().__init__(message)
+
+
+class GitError(ReleaseError):
+    """A git repository, ref or remote is missing or refuses an operation."""
+
+
+class ImageRefError(ReleaseError, ValueError):
+    """An image reference or a ``kustomize edit set image`` argument is not valid."""
+
+
+class OverlayError(ReleaseError):
+    """A kustomize overlay cannot be read or edited."""
+
+
+class BuildError(ReleaseError):
+    """An image build failed; the message ends with the last lines of the build log."""
+
+
+class PushError(ReleaseError):
+    """Pushing an image, or confirming it in the registry, failed."""
+
+
+class RegistryError(ReleaseError):
+    """The registry could not be asked about an image (unreachable, refused credentials)."""
+
+
+class PromotionError(ReleaseError):
+    """A promotion cannot proceed; nothing was written."""
