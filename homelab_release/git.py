@@ -21,6 +21,7 @@ def git(
     env: Mapping[str, str] | None = None,
     timeout: float = proc.DEFAULT_TIMEOUT,
     secrets: Iterable[str | HiddenText] = (),
+    input_text: str | None = None,
 ) -> str:
     """Run ``git -C repo ARGS`` and return its stdout."""
     return proc.run(
@@ -28,6 +29,7 @@ def git(
         env={**_NEUTRAL_ENV, **(env or {})},
         timeout=timeout,
         secrets=secrets,
+        input_text=input_text,
     )
 
 
