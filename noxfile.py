@@ -1,15 +1,47 @@
 """Nox sessions: the release workflows a GitLab job calls by name, and the project's own checks.
 
-Sessions are thin: they install the package and call one command of ``homelab-release``.
+Sessions are thin: they install the package and run one ``homelab-release`` command, forwarding
+everything after ``--``. With ``nox --no-venv`` (an image that already has homelab-release
+installed) the install step is skipped.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import nox
 
 nox.needs_version = ">=2024.4.15"
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
+
+ROOT = Path(__file__).parent
+
+
+def _install_self(session: nox.Session) -> None:
+    if session.venv_backend != "none":
+        session.install(str(ROOT))
+
+
+@nox.session(default=False, tags=["ci"])
+def build_develop(session: nox.Session) -> None:
+    """Build and push the changed services, then update the develop overlay in one commit."""
+    _install_self(session)
+    session.run("homelab-release", "build-develop", *session.posargs)
+
+
+@nox.session(default=False, tags=["ci"])
+def promote(session: nox.Session) -> None:
+    """Copy the tested images of the previous environment into this branch's environment."""
+    _install_self(session)
+    session.run("homelab-release", "promote", *session.posargs)
+
+
+@nox.session(default=False)
+def plan(session: nox.Session) -> None:
+    """Show what build_develop and promote would do, changing nothing."""
+    _install_self(session)
+    session.run("homelab-release", "plan", *session.posargs)
 
 
 @nox.session

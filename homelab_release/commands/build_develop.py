@@ -1,0 +1,74 @@
+"""``homelab-release build-develop``: build changed services and update the develop overlay."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from homelab_release import ci
+from homelab_release.commands._common import add_repo_option, short, table
+from homelab_release.workflows import BuildDevelopResult, build_develop
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "build-develop",
+        help="build and push the changed services, then write them into the develop overlay",
+        description="Detect changed services, build and push them, and write their image "
+        "references into the environment's overlay in one commit on the manifests branch.",
+    )
+    add_repo_option(parser)
+    parser.add_argument(
+        "--environment", default="develop", help="overlay to update (default: develop)"
+    )
+    parser.add_argument(
+        "--base", help="compare from this ref (default: chosen from CI_* variables)"
+    )
+    parser.add_argument("--head", default="HEAD", help="compare to this ref (default: HEAD)")
+    parser.add_argument(
+        "--workers", type=int, default=4, help="builds at the same time (default: 4)"
+    )
+    parser.add_argument("--report-dir", help="where build.env and release-report.json go")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    in_ci = ci.CiContext.from_env().in_ci
+    with ci.section("build_develop", "homelab-release: build_develop", sys.stdout, in_ci=in_ci):
+        result = build_develop(
+            args.repo,
+            environment=args.environment,
+            base=args.base,
+            head=args.head,
+            workers=args.workers,
+            report_dir=args.report_dir,
+        )
+    print(summary(result))
+    return 1 if result.failed else 0
+
+
+def summary(result: BuildDevelopResult) -> str:
+    """The job-log summary: what changed, each build, and the manifests commit."""
+    lines = [f"changes: {result.changes.reason}"]
+    if not result.changes.services:
+        lines.append("no service changed: nothing built, nothing committed")
+        return "\n".join(lines)
+    rows = [
+        (
+            b.service,
+            "built" if b.ok else "FAILED",
+            b.reference or b.error.splitlines()[0],
+            f"{b.seconds:.1f}s",
+        )
+        for b in result.builds
+    ]
+    lines.append(table(("SERVICE", "RESULT", "IMAGE", "TIME"), rows))
+    if result.commit:
+        lines.append(f"{result.environment} overlay: committed {short(result.commit)}")
+    elif result.edit is not None:
+        lines.append(f"{result.environment} overlay: already up to date, nothing committed")
+    else:
+        lines.append(f"{result.environment} overlay: unchanged (no build succeeded)")
+    lines.extend(f"report: {os.path.relpath(path)}" for path in result.reports)
+    return "\n".join(lines)

@@ -1,0 +1,75 @@
+"""Lay out the example monorepo (``examples/homelab-go``) as real git repositories.
+
+Used by ``nox -s demo`` and by the tests: a bare "remote" holding the services on ``develop`` and the
+manifests on ``k8s-manifests`` (as the seed keeps them: one repository, two branches), and a work
+clone of ``develop`` to run the workflows in. Every service folder gets ``/bin/busybox`` (Debian's
+busybox-static) so that its ``FROM scratch`` image builds without any network.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from homelab_release.errors import ReleaseError
+from homelab_release.git import git
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "homelab-go"
+BUSYBOX = Path("/bin/busybox")
+_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Example Developer",
+    "GIT_AUTHOR_EMAIL": "dev@example.com",
+    "GIT_COMMITTER_NAME": "Example Developer",
+    "GIT_COMMITTER_EMAIL": "dev@example.com",
+}
+
+
+@dataclass(frozen=True)
+class ExampleRepos:
+    """The example as git repositories: the bare remote and a work clone of ``develop``."""
+
+    remote: Path
+    work: Path
+
+    def commit(self, message: str, *paths: str) -> str:
+        """Stage ``paths`` (everything when none), commit in the work clone, push; return the SHA."""
+        git(self.work, "add", "--all", "--", *(paths or (".",)))
+        git(self.work, "commit", "--quiet", "-m", message, env=_IDENTITY)
+        git(self.work, "push", "--quiet", "origin", "HEAD:refs/heads/develop")
+        return git(self.work, "rev-parse", "HEAD").strip()
+
+
+def create_example_repos(
+    dest: Path, *, source: Path = EXAMPLE, busybox: Path = BUSYBOX
+) -> ExampleRepos:
+    """Create ``dest/remote.git`` and ``dest/monorepo`` from the example in ``source``."""
+    if not (source / "monorepo").is_dir() or not (source / "manifests").is_dir():
+        raise ReleaseError(f"{source} does not hold the example (monorepo/ and manifests/)")
+    if not busybox.is_file():
+        raise ReleaseError(f"{busybox} is missing: install Debian's busybox-static")
+    remote = dest / "remote.git"
+    git(dest, "init", "--quiet", "--bare", "--initial-branch", "develop", str(remote))
+    _push_tree(dest / "manifests-src", source / "manifests", remote, "k8s-manifests", "Manifests")
+    work = dest / "monorepo"
+    shutil.copytree(source / "monorepo", work)
+    for dockerfile in work.glob("*/Dockerfile"):
+        shutil.copy2(busybox, dockerfile.parent / "busybox")
+    _init(work, remote)
+    repos = ExampleRepos(remote, work)
+    repos.commit("Add the vote, result and worker services")
+    return repos
+
+
+def _init(tree: Path, remote: Path) -> None:
+    git(tree, "init", "--quiet", "--initial-branch", "develop")
+    git(tree, "remote", "add", "origin", str(remote))
+
+
+def _push_tree(tree: Path, source: Path, remote: Path, branch: str, message: str) -> None:
+    shutil.copytree(source, tree)
+    _init(tree, remote)
+    git(tree, "add", "--all")
+    git(tree, "commit", "--quiet", "-m", message, env=_IDENTITY)
+    git(tree, "push", "--quiet", "origin", f"HEAD:refs/heads/{branch}")
+    shutil.rmtree(tree)

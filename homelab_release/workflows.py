@@ -1,0 +1,433 @@
+"""The two release workflows that the Nox sessions and the CLI run.
+
+``build_develop``: detect changed services -> build and push them concurrently -> write every
+successful build into the develop overlay in one commit -> report. ``promote``: copy the source
+environment's image entries into the target environment's overlay in one commit. ``plan`` shows
+what both would do, with no side effects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from homelab_release import ci
+from homelab_release.build import build_image
+from homelab_release.changes import ChangeSet, detect_changes
+from homelab_release.config import Environment, ReleaseConfig, Service, load_config
+from homelab_release.errors import ConfigError, PromotionError, ReleaseError
+from homelab_release.git import git, toplevel
+from homelab_release.gitops import ManifestsRemote, Published, checkout, commit_message, publish
+from homelab_release.overlay import ImageEntry, OverlayEdit, apply_overlay_entries
+from homelab_release.promote import Promotion, promote_overlay
+from homelab_release.registry import RegistryCredentials
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WORKERS = 4
+
+
+@dataclass(frozen=True)
+class ServiceBuild:
+    """The outcome for one changed service."""
+
+    service: str
+    repository: str
+    tag: str
+    ok: bool
+    digest: str = ""
+    error: str = ""
+    seconds: float = 0.0
+
+    @property
+    def reference(self) -> str:
+        """``repository:tag@digest`` of a successful build, else ''."""
+        return f"{self.repository}:{self.tag}@{self.digest}" if self.ok else ""
+
+
+@dataclass(frozen=True)
+class BuildDevelopResult:
+    """What ``build_develop`` did: the change set, each build, the overlay edit and the commit."""
+
+    environment: str
+    changes: ChangeSet
+    tag: str
+    builds: tuple[ServiceBuild, ...] = ()
+    edit: OverlayEdit | None = None
+    published: Published | None = None
+    reports: tuple[Path, ...] = field(default=())
+
+    @property
+    def failed(self) -> tuple[ServiceBuild, ...]:
+        return tuple(b for b in self.builds if not b.ok)
+
+    @property
+    def commit(self) -> str | None:
+        return self.published.commit if self.published else None
+
+
+@dataclass(frozen=True)
+class PromoteResult:
+    """What ``promote`` did: the environments, the promotion and the commit."""
+
+    source: str
+    target: str
+    promotion: Promotion
+    published: Published | None = None
+
+    @property
+    def commit(self) -> str | None:
+        return self.published.commit if self.published else None
+
+
+# -- build_develop ---------------------------------------------------------------------------
+
+
+def build_develop(
+    repo: Path | str = ".",
+    *,
+    environment: str = "develop",
+    base: str | None = None,
+    head: str = "HEAD",
+    config: ReleaseConfig | None = None,
+    env: Mapping[str, str] | None = None,
+    workers: int = DEFAULT_WORKERS,
+    report_dir: Path | str | None = None,
+) -> BuildDevelopResult:
+    """Build the changed services and write their images into ``environment``'s overlay."""
+    root = toplevel(repo)
+    context = ci.CiContext.from_env(env)
+    cfg = config or load_config(root, env)
+    target = cfg.environment(environment)
+    changes = detect_changes(root, base=base, head=head, config=cfg, env=env)
+    tag = context.commit_sha or changes.head
+    log.info("changes: %s", changes.reason)
+    if not changes.services:
+        log.info("no service changed: nothing to build")
+        result = BuildDevelopResult(environment, changes, tag)
+        return _with_reports(result, _report_dir(report_dir, context, root))
+    remote = manifests_remote(cfg, context, root)
+    with checkout(remote) as tree:
+        _require_overlay(tree, target, remote)
+        builds = _build_all(cfg, root, changes.services, tag, context, workers)
+        entries = tuple(_entry(cfg, b) for b in builds if b.ok)
+        edit, published = _write_entries(tree, remote, cfg, target, entries, changes, context)
+    result = BuildDevelopResult(environment, changes, tag, builds, edit, published)
+    return _with_reports(result, _report_dir(report_dir, context, root))
+
+
+def _build_all(
+    cfg: ReleaseConfig,
+    root: Path,
+    names: Sequence[str],
+    tag: str,
+    context: ci.CiContext,
+    workers: int,
+) -> tuple[ServiceBuild, ...]:
+    registry = cfg.require_registry()
+    credentials = RegistryCredentials.from_env()
+    services = [cfg.service(name) for name in names]
+
+    def one(service: Service) -> ServiceBuild:
+        return _build_one(service, root, registry, tag, credentials, context)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(services)))) as pool:
+        return tuple(pool.map(one, services))
+
+
+def _build_one(
+    service: Service,
+    root: Path,
+    registry: str,
+    tag: str,
+    credentials: RegistryCredentials,
+    context: ci.CiContext,
+) -> ServiceBuild:
+    repository = service.image_repository(registry)
+    started = time.monotonic()
+    log.info("%s: building %s:%s", service.name, repository, tag[:12])
+    try:
+        built = build_image(
+            context=root / service.context,
+            dockerfile=root / service.dockerfile,
+            repository=repository,
+            tags=(tag, "latest"),
+            credentials=credentials,
+            revision=tag,
+            source=context.project_url or None,
+        )
+    except ReleaseError as err:
+        log.error("%s: build failed: %s", service.name, err)
+        return ServiceBuild(service.name, repository, tag, ok=False, error=str(err))
+    seconds = time.monotonic() - started
+    log.info(
+        "%s: pushed %s:%s@%s (%.1fs)", service.name, repository, tag[:12], built.digest, seconds
+    )
+    return ServiceBuild(
+        service.name, repository, tag, ok=True, digest=built.digest, seconds=seconds
+    )
+
+
+def _entry(cfg: ReleaseConfig, build: ServiceBuild) -> ImageEntry:
+    name = cfg.service(build.service).overlay_name(cfg.registry)
+    return ImageEntry(name=name, new_name=build.repository, new_tag=build.tag, digest=build.digest)
+
+
+def _write_entries(
+    tree: Path,
+    remote: ManifestsRemote,
+    cfg: ReleaseConfig,
+    target: Environment,
+    entries: Sequence[ImageEntry],
+    changes: ChangeSet,
+    context: ci.CiContext,
+) -> tuple[OverlayEdit | None, Published | None]:
+    if not entries:
+        log.warning("no build succeeded: the %s overlay is left as it is", target.name)
+        return None, None
+
+    def apply(checkout_root: Path) -> OverlayEdit:
+        return apply_overlay_entries(checkout_root / target.overlay, entries)
+
+    def message(edit: OverlayEdit) -> str:
+        names = ", ".join(sorted(_services_of(cfg, entries)))
+        body = "\n".join(f"{e.name}: {e.reference}" for e in entries)
+        trailers = {"Source-Commit": changes.head, "Pipeline": context.pipeline_url}
+        return commit_message(f"{target.name}: update {names}", body, trailers)
+
+    return publish(tree, remote, apply, message, author=cfg.author)
+
+
+def _services_of(cfg: ReleaseConfig, entries: Sequence[ImageEntry]) -> list[str]:
+    by_name = {s.overlay_name(cfg.registry): s.name for s in cfg.services}
+    return [by_name.get(e.name, e.name) for e in entries]
+
+
+# -- promote ---------------------------------------------------------------------------------
+
+
+def promote(
+    repo: Path | str = ".",
+    *,
+    to: str | None = None,
+    images: Collection[str] | None = None,
+    dry_run: bool = False,
+    verify: bool = True,
+    config: ReleaseConfig | None = None,
+    env: Mapping[str, str] | None = None,
+) -> PromoteResult:
+    """Copy the image entries of the target's ``promote_from`` overlay into the target overlay."""
+    root = toplevel(repo)
+    context = ci.CiContext.from_env(env)
+    cfg = config or load_config(root, env)
+    target = _target_environment(cfg, to, context)
+    if target.promote_from is None:
+        raise PromotionError(
+            f"environment {target.name!r} has no promote_from; set "
+            f"environments.{target.name}.promote_from in homelab-release.toml"
+        )
+    source = cfg.environment(target.promote_from)
+    remote = manifests_remote(cfg, context, root)
+    credentials = RegistryCredentials.from_env()
+
+    def apply(tree: Path) -> Promotion:
+        return promote_overlay(
+            tree / source.overlay,
+            tree / target.overlay,
+            images=images,
+            dry_run=dry_run,
+            verify=verify,
+            credentials=credentials,
+            insecure_registries=cfg.insecure_registries,
+        )
+
+    def message(promotion: Promotion) -> str:
+        names = ", ".join(change.name.rsplit("/", 1)[-1] for change in promotion.changes)
+        body = "\n".join(f"{c.name}: {c.after.reference}" for c in promotion.changes)
+        trailers = {"Promoted-From": source.name, "Pipeline": context.pipeline_url}
+        return commit_message(f"{target.name}: promote {names} from {source.name}", body, trailers)
+
+    with checkout(remote) as tree:
+        if dry_run:
+            return PromoteResult(source.name, target.name, apply(tree))
+        promotion, published = publish(tree, remote, apply, message, author=cfg.author)
+    return PromoteResult(source.name, target.name, promotion, published)
+
+
+def _target_environment(cfg: ReleaseConfig, name: str | None, context: ci.CiContext) -> Environment:
+    if name:
+        return cfg.environment(name)
+    if context.commit_branch:
+        return cfg.environment(context.commit_branch)
+    raise ConfigError(
+        "no target environment: pass --to ENV, or run on a branch named like an environment "
+        f"({', '.join(e.name for e in cfg.environments if e.promote_from)})"
+    )
+
+
+# -- plan ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedPromotion:
+    """A promotion ``plan`` computed, or why it could not (``problem``)."""
+
+    source: str
+    target: str
+    promotion: Promotion | None = None
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What ``build_develop`` and ``promote`` would do now."""
+
+    changes: ChangeSet
+    tag: str
+    environment: str
+    references: tuple[str, ...]
+    edit: OverlayEdit | None
+    promotions: tuple[PlannedPromotion, ...]
+
+
+def plan(
+    repo: Path | str = ".",
+    *,
+    environment: str = "develop",
+    base: str | None = None,
+    head: str = "HEAD",
+    config: ReleaseConfig | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Plan:
+    """Compute, without building, writing or pushing anything, what the workflows would change.
+
+    Digests are only known after a build, so the planned develop entries carry the tag alone.
+    """
+    root = toplevel(repo)
+    context = ci.CiContext.from_env(env)
+    cfg = config or load_config(root, env)
+    target = cfg.environment(environment)
+    changes = detect_changes(root, base=base, head=head, config=cfg, env=env)
+    tag = context.commit_sha or changes.head
+    registry = cfg.require_registry() if changes.services else cfg.registry
+    entries = tuple(
+        ImageEntry(s.overlay_name(registry), s.image_repository(registry), tag)
+        for s in map(cfg.service, changes.services)
+    )
+    with checkout(manifests_remote(cfg, context, root)) as tree:
+        edit = (
+            apply_overlay_entries(tree / target.overlay, entries, dry_run=True) if entries else None
+        )
+        promotions = tuple(
+            _plan_promotion(tree, cfg, e) for e in cfg.environments if e.promote_from
+        )
+    references = tuple(f"{e.new_name}:{tag}" for e in entries)
+    return Plan(changes, tag, environment, references, edit, promotions)
+
+
+def _plan_promotion(tree: Path, cfg: ReleaseConfig, target: Environment) -> PlannedPromotion:
+    source = cfg.environment(target.promote_from or "")
+    try:
+        promotion = promote_overlay(
+            tree / source.overlay, tree / target.overlay, dry_run=True, verify=False
+        )
+    except ReleaseError as err:
+        return PlannedPromotion(source.name, target.name, problem=str(err))
+    return PlannedPromotion(source.name, target.name, promotion)
+
+
+# -- shared ----------------------------------------------------------------------------------
+
+
+def manifests_remote(cfg: ReleaseConfig, context: ci.CiContext, root: Path) -> ManifestsRemote:
+    """The manifests repository: ``manifests.url``, else ``CI_REPOSITORY_URL``, else ``origin``."""
+    url = cfg.manifests_url or context.repository_url.secret or _origin_url(root)
+    if not url:
+        raise ConfigError(
+            f"no manifests repository: set manifests.url in homelab-release.toml, or add an "
+            f"'origin' remote to {root}"
+        )
+    token = context.git_token if context.git_token else None
+    return ManifestsRemote.from_url(url, cfg.manifests_branch, token, context.git_user)
+
+
+def _origin_url(root: Path) -> str:
+    remotes = git(root, "remote").split()
+    return git(root, "remote", "get-url", "origin").strip() if "origin" in remotes else ""
+
+
+def _require_overlay(tree: Path, environment: Environment, remote: ManifestsRemote) -> None:
+    folder = tree / environment.overlay
+    if not folder.is_dir():
+        raise ConfigError(
+            f"overlay {environment.overlay} of environment {environment.name} does not exist on "
+            f"branch {remote.branch} of {remote.shown}; create it or set "
+            f"environments.{environment.name}.overlay"
+        )
+
+
+def _report_dir(explicit: Path | str | None, context: ci.CiContext, root: Path) -> Path:
+    return Path(explicit or context.project_dir or root)
+
+
+def _with_reports(result: BuildDevelopResult, folder: Path) -> BuildDevelopResult:
+    """Write ``build.env`` and ``release-report.json`` into ``folder``."""
+    dotenv = folder / "build.env"
+    report = folder / "release-report.json"
+    ci.write_atomic(dotenv, ci.format_dotenv(dotenv_values(result)))
+    ci.write_atomic(report, json.dumps(report_data(result), indent=2) + "\n")
+    return BuildDevelopResult(
+        result.environment,
+        result.changes,
+        result.tag,
+        result.builds,
+        result.edit,
+        result.published,
+        (dotenv, report),
+    )
+
+
+def dotenv_values(result: BuildDevelopResult) -> dict[str, str]:
+    """The dotenv report: ``SERVICES``, ``IMAGE_TAG``, ``<SERVICE>_IMAGE`` and the commit."""
+    built = [b for b in result.builds if b.ok]
+    values = {
+        "SERVICES": ",".join(b.service for b in built),
+        "FAILED_SERVICES": ",".join(b.service for b in result.failed),
+        "IMAGE_TAG": result.tag,
+        "MANIFESTS_COMMIT": result.commit or "",
+    }
+    values |= {ci.dotenv_key(b.service): b.reference for b in built}
+    return values
+
+
+def report_data(result: BuildDevelopResult) -> dict[str, object]:
+    """The JSON report: the change set, each build and the manifests commit."""
+    changes = result.changes
+    return {
+        "environment": result.environment,
+        "tag": result.tag,
+        "changes": {
+            "base": changes.base,
+            "head": changes.head,
+            "reason": changes.reason,
+            "services": list(changes.services),
+            "files": len(changes.files),
+        },
+        "builds": [
+            {
+                "service": b.service,
+                "ok": b.ok,
+                "reference": b.reference,
+                "digest": b.digest,
+                "error": b.error,
+                "seconds": round(b.seconds, 2),
+            }
+            for b in result.builds
+        ],
+        "manifests_commit": result.commit,
+    }
