@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from homelab_release.errors import OverlayError, PromotionError, RegistryError
+from homelab_release.images import ImageRef
 from homelab_release.overlay import ImageEntry, apply_overlay_entries, read_overlay_images
 from homelab_release.registry import RegistryCredentials, image_exists
 
@@ -119,7 +120,7 @@ def _registry_check(
 
     def check(reference: str) -> bool:
         try:
-            return image_exists(reference, creds, insecure_registries=insecure)
+            return image_exists(ImageRef.parse(reference), creds, insecure=insecure)
         except RegistryError as err:
             raise PromotionError(f"cannot verify {reference} before promoting: {err}") from err
 

@@ -111,65 +111,56 @@ def build_develop(
         log.info("no service changed: nothing to build")
         result = BuildDevelopResult(environment, changes, tag)
         return _with_reports(result, _report_dir(report_dir, context, root))
+    job = _Job(cfg, root, context, tag, RegistryCredentials.from_env(env))
     remote = manifests_remote(cfg, context, root)
     with checkout(remote) as tree:
         _require_overlay(tree, target, remote)
-        builds = _build_all(cfg, root, changes.services, tag, context, workers)
+        builds = _build_all(job, changes.services, workers)
         entries = tuple(_entry(cfg, b) for b in builds if b.ok)
-        edit, published = _write_entries(tree, remote, cfg, target, entries, changes, context)
+        edit, published = _write_entries(job, tree, remote, target, entries)
     result = BuildDevelopResult(environment, changes, tag, builds, edit, published)
     return _with_reports(result, _report_dir(report_dir, context, root))
 
 
-def _build_all(
-    cfg: ReleaseConfig,
-    root: Path,
-    names: Sequence[str],
-    tag: str,
-    context: ci.CiContext,
-    workers: int,
-) -> tuple[ServiceBuild, ...]:
-    registry = cfg.require_registry()
-    credentials = RegistryCredentials.from_env()
-    services = [cfg.service(name) for name in names]
+@dataclass(frozen=True)
+class _Job:
+    """What every step of one build_develop run shares."""
 
-    def one(service: Service) -> ServiceBuild:
-        return _build_one(service, root, registry, tag, credentials, context)
+    cfg: ReleaseConfig
+    root: Path
+    context: ci.CiContext
+    tag: str
+    credentials: RegistryCredentials | None
 
+
+def _build_all(job: _Job, names: Sequence[str], workers: int) -> tuple[ServiceBuild, ...]:
+    registry = job.cfg.require_registry()
+    services = [job.cfg.service(name) for name in names]
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(services)))) as pool:
-        return tuple(pool.map(one, services))
+        return tuple(pool.map(lambda service: _build_one(job, service, registry), services))
 
 
-def _build_one(
-    service: Service,
-    root: Path,
-    registry: str,
-    tag: str,
-    credentials: RegistryCredentials,
-    context: ci.CiContext,
-) -> ServiceBuild:
+def _build_one(job: _Job, service: Service, registry: str) -> ServiceBuild:
     repository = service.image_repository(registry)
     started = time.monotonic()
-    log.info("%s: building %s:%s", service.name, repository, tag[:12])
+    log.info("%s: building %s:%s", service.name, repository, job.tag[:12])
     try:
         built = build_image(
-            context=root / service.context,
-            dockerfile=root / service.dockerfile,
+            context=job.root / service.context,
+            dockerfile=job.root / service.dockerfile,
             repository=repository,
-            tags=(tag, "latest"),
-            credentials=credentials,
-            revision=tag,
-            source=context.project_url or None,
+            tags=(job.tag, "latest"),
+            credentials=job.credentials,
+            revision=job.tag,
+            source=job.context.project_url or None,
         )
     except ReleaseError as err:
-        log.error("%s: build failed: %s", service.name, err)
-        return ServiceBuild(service.name, repository, tag, ok=False, error=str(err))
+        log.error("%s: build failed: %s", service.name, err)  # noqa: TRY400 (expected failure)
+        return ServiceBuild(service.name, repository, job.tag, ok=False, error=str(err))
     seconds = time.monotonic() - started
-    log.info(
-        "%s: pushed %s:%s@%s (%.1fs)", service.name, repository, tag[:12], built.digest, seconds
-    )
+    log.info("%s: pushed %s@%s (%.1fs)", service.name, repository, built.digest, seconds)
     return ServiceBuild(
-        service.name, repository, tag, ok=True, digest=built.digest, seconds=seconds
+        service.name, repository, job.tag, ok=True, digest=built.digest, seconds=seconds
     )
 
 
@@ -179,13 +170,11 @@ def _entry(cfg: ReleaseConfig, build: ServiceBuild) -> ImageEntry:
 
 
 def _write_entries(
+    job: _Job,
     tree: Path,
     remote: ManifestsRemote,
-    cfg: ReleaseConfig,
     target: Environment,
     entries: Sequence[ImageEntry],
-    changes: ChangeSet,
-    context: ci.CiContext,
 ) -> tuple[OverlayEdit | None, Published | None]:
     if not entries:
         log.warning("no build succeeded: the %s overlay is left as it is", target.name)
@@ -195,12 +184,12 @@ def _write_entries(
         return apply_overlay_entries(checkout_root / target.overlay, entries)
 
     def message(edit: OverlayEdit) -> str:
-        names = ", ".join(sorted(_services_of(cfg, entries)))
+        names = ", ".join(sorted(_services_of(job.cfg, entries)))
         body = "\n".join(f"{e.name}: {e.reference}" for e in entries)
-        trailers = {"Source-Commit": changes.head, "Pipeline": context.pipeline_url}
+        trailers = {"Source-Commit": job.tag, "Pipeline": job.context.pipeline_url}
         return commit_message(f"{target.name}: update {names}", body, trailers)
 
-    return publish(tree, remote, apply, message, author=cfg.author)
+    return publish(tree, remote, apply, message, author=job.cfg.author)
 
 
 def _services_of(cfg: ReleaseConfig, entries: Sequence[ImageEntry]) -> list[str]:
@@ -233,7 +222,7 @@ def promote(
         )
     source = cfg.environment(target.promote_from)
     remote = manifests_remote(cfg, context, root)
-    credentials = RegistryCredentials.from_env()
+    credentials = RegistryCredentials.from_env(env)
 
     def apply(tree: Path) -> Promotion:
         return promote_overlay(
