@@ -1,12 +1,16 @@
-"""Image references, parsed and formatted per the distribution reference grammar.
+"""Image references and ``kustomize edit set image`` arguments, parsed and formatted.
 
 ``ImageRef.parse("127.0.0.1:5000/homelab/vote:3f1c@sha256:...")`` splits a reference into registry
-domain, path, tag and digest, with errors that say which part is wrong and what it allows.
+domain, path, tag and digest per the distribution reference grammar, with errors that say which
+part is wrong and what it allows. ``ImageSpec.parse("vote=registry/vote:v2")`` reads one argument of
+``kustomize edit set image`` (v5), where ``*`` in a field means "keep the current value".
 """
 
 from __future__ import annotations
 
+import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from homelab_release.errors import ImageRefError
@@ -60,10 +64,14 @@ class ImageRef:
         """Parse ``text``; :class:`ImageRefError` says which part breaks the grammar."""
         if not text:
             raise ImageRefError("image reference is empty")
-        rest, digest = _split_digest(text)
-        name, tag = _split_tag(rest)
+        name, tag, digest = split_reference(text)
         domain, path = split_name(name)
-        return cls(domain, path, tag, digest)
+        return cls(
+            domain,
+            path,
+            None if tag is None else check_tag(tag),
+            None if digest is None else check_digest(digest),
+        )
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -115,16 +123,148 @@ def check_digest(digest: str) -> str:
     )
 
 
-def _split_digest(text: str) -> tuple[str, str | None]:
-    rest, sep, digest = text.partition("@")
-    if not sep:
-        return text, None
-    return rest, check_digest(digest)
+def split_reference(text: str) -> tuple[str, str | None, str | None]:
+    """Split ``text`` into (name, tag, digest) without checking the parts.
+
+    The digest follows the first ``@``; the tag follows the first ``:`` after the first ``/``
+    (as kustomize splits), so a registry ``host:port`` is never read as a tag. A ``:`` before
+    the first ``/`` that is not followed by a port starts a tag too (``vote:v1/x`` has the tag
+    ``v1/x``), so that the error names the tag rather than a strange registry.
+    """
+    rest, at, digest = text.partition("@")
+    name, tag = _split_tag(rest)
+    return name, tag, digest if at else None
 
 
 def _split_tag(text: str) -> tuple[str, str | None]:
-    slash = text.rfind("/")
-    colon = text.rfind(":")
-    if colon <= slash:  # no colon, or only a registry port before the first '/'
-        return text, None
-    return text[:colon], check_tag(text[colon + 1 :])
+    first, slash, remainder = text.partition("/")
+    if not slash:
+        name, colon, tag = text.partition(":")
+        return (name, tag) if colon else (text, None)
+    colon = remainder.find(":")
+    if colon >= 0:
+        cut = len(first) + 1 + colon
+        return text[:cut], text[cut + 1 :]
+    port = first.rpartition(":")[2]
+    if ":" in first and not (port.isdigit() or first.endswith("]")):
+        cut = first.index(":")
+        return text[:cut], text[cut + 1 :]
+    return text, None
+
+
+class Keep(enum.Enum):
+    """The ``*`` of a ``kustomize edit set image`` field: keep the value the entry has."""
+
+    KEEP = "*"
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP = Keep.KEEP
+"""Marker for a spec field written as ``*``."""
+
+SpecField = str | Keep | None
+"""A spec field: a new value, :data:`KEEP`, or ``None`` (the entry will not have the field)."""
+
+SPEC_FORMS = (
+    "NAME=NEWNAME:TAG",
+    "NAME=NEWNAME@DIGEST",
+    "NAME=NEWNAME:TAG@DIGEST",
+    "NAME=NEWNAME",
+    "NAME:TAG",
+    "NAME:TAG@DIGEST",
+    "NAME@DIGEST",
+)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One argument of ``kustomize edit set image``: what the entry for ``name`` becomes.
+
+    A field that is ``None`` is absent from the resulting entry (kustomize replaces a matched
+    entry as a whole); a field that is :data:`KEEP` keeps the entry's current value.
+    """
+
+    name: str
+    new_name: SpecField = None
+    new_tag: SpecField = None
+    digest: SpecField = None
+
+    def __str__(self) -> str:
+        text = self.name if self.new_name is None else f"{self.name}={_show(self.new_name)}"
+        if self.new_tag is not None:
+            text += f":{_show(self.new_tag)}"
+        if self.digest is not None:
+            text += f"@{_show(self.digest)}"
+        return text
+
+    @classmethod
+    def parse(cls, text: str) -> ImageSpec:
+        """Parse one ``kustomize edit set image`` argument (any v5 form, ``*`` to keep)."""
+        key, equals, value = text.partition("=")
+        if not text or (equals and (not key or not value or "=" in value)):
+            raise ImageRefError(_forms_message(text))
+        name, tag, digest = split_reference(value if equals else text)
+        if not equals:
+            if tag is None and digest is None:
+                raise ImageRefError(_forms_message(text))
+            return cls.of(name, new_tag=tag, digest=digest)
+        return cls.of(key, new_name=name, new_tag=tag, digest=digest)
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        *,
+        new_name: SpecField = None,
+        new_tag: SpecField = None,
+        digest: SpecField = None,
+    ) -> ImageSpec:
+        """A checked spec from its fields; ``"*"`` or :data:`KEEP` keeps the current value."""
+        if new_name is None and new_tag is None and digest is None:
+            raise ImageRefError(
+                f"image spec for {name!r} sets nothing: give a new name, a tag or a digest"
+            )
+        return cls(
+            check_spec_name(name),
+            _checked(new_name, check_name),
+            _checked(new_tag, check_tag),
+            _checked(digest, check_digest),
+        )
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a repository name without tag or digest, else raise."""
+    if "@" in name or _split_tag(name)[1] is not None:
+        raise ImageRefError(
+            f"image name {name!r} has a tag or digest; give the repository alone (for example "
+            f"{split_reference(name)[0]!r})"
+        )
+    split_name(name)
+    return name
+
+
+def check_spec_name(name: str) -> str:
+    """Return ``name`` (the image name an entry matches) if valid; ``*`` is not allowed there."""
+    if name == KEEP.value:
+        raise ImageRefError("image name '*' is not allowed: '*' keeps a value, it names nothing")
+    return check_name(name)
+
+
+def _checked(value: SpecField, check: Callable[[str], str]) -> SpecField:
+    if value is None or value is KEEP or value == KEEP.value:
+        return None if value is None else KEEP
+    return check(value)
+
+
+def _show(value: str | Keep) -> str:
+    return value.value if isinstance(value, Keep) else value
+
+
+def _forms_message(text: str) -> str:
+    forms = "\n".join(f"  {form}" for form in SPEC_FORMS)
+    return (
+        f"image spec {text!r} is not in any accepted form; use one of:\n{forms}\n"
+        "(NEWNAME, TAG and DIGEST may each be '*' to keep the entry's current value)"
+    )
