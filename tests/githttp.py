@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 class _Handler(BaseHTTPRequestHandler):
     server: _GitServer
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet: the test output stays readable."""
 
     def do_GET(self) -> None:

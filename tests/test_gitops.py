@@ -100,7 +100,7 @@ def test_concurrent_publishers_lose_no_update(remote: Path) -> None:
         try:
             with checkout(target) as tree:
                 publish(tree, target, writer(f"f{index}.txt", f"{index}\n"), str, backoff=0.05)
-        except BaseException as err:  # noqa: BLE001 - reported below
+        except BaseException as err:
             errors.append(err)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
@@ -178,17 +178,15 @@ def test_http_push_with_token_keeps_it_out_of_files_and_logs(
 def test_http_wrong_token_fails_without_showing_it(remote: Path) -> None:
     with git_http_server(remote.parent, "oauth2", "right-token") as base:
         target = ManifestsRemote.from_url(f"{base}/remote.git", BRANCH, HiddenText(TOKEN))
-        with pytest.raises(GitError) as caught:
-            with checkout(target):
-                pass
+        with pytest.raises(GitError) as caught, checkout(target):
+            pass
     assert TOKEN not in str(caught.value)
     assert "cannot clone the manifests repository http://127.0.0.1" in str(caught.value)
 
 
 def test_token_in_url_of_unreachable_remote_is_redacted() -> None:
     target = ManifestsRemote.from_url(f"http://oauth2:{TOKEN}@127.0.0.1:9/p.git", BRANCH)
-    with pytest.raises(GitError) as caught:
-        with checkout(target):
-            pass
+    with pytest.raises(GitError) as caught, checkout(target):
+        pass
     assert TOKEN not in str(caught.value)
     assert "http://127.0.0.1:9/p.git" in str(caught.value)
