@@ -115,9 +115,9 @@ def test_concurrent_publishers_lose_no_update(remote: Path) -> None:
 
 
 def test_missing_branch_says_how_to_create_it(remote: Path) -> None:
-    with pytest.raises(GitError, match=r"branch 'nope' does not exist .*git push origin"):
-        with checkout(ManifestsRemote(str(remote), "nope")):
-            pass
+    expected = r"branch 'nope' does not exist .*git push origin"
+    with pytest.raises(GitError, match=expected), checkout(ManifestsRemote(str(remote), "nope")):
+        pass
 
 
 def test_bad_author_is_an_error(remote: Path) -> None:
