@@ -8,6 +8,8 @@ import pytest
 
 from tests.gitrepo import GitRepo
 
+pytest_plugins = ["tests.infra"]
+
 
 @pytest.fixture
 def repo(tmp_path: Path) -> GitRepo:
