@@ -1,0 +1,153 @@
+"""Which image each environment runs: a table of environments x services, and drift between them.
+
+:func:`environment_status` reads every environment's overlay from the manifests branch and, for each
+service, the tag, digest and monorepo commit of its image; an environment whose images differ from
+those of the environment it promotes from lists the services it is behind by.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from homelab_release import ci
+from homelab_release.config import Environment, ReleaseConfig, load_config
+from homelab_release.errors import CommandError, OverlayError
+from homelab_release.git import git, toplevel
+from homelab_release.gitops import checkout
+from homelab_release.overlay import ImageEntry, read_overlay_images
+from homelab_release.workflows import manifests_remote
+
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class ServiceImage:
+    """What one environment runs for one service (``entry`` None when its overlay has none)."""
+
+    service: str
+    entry: ImageEntry | None
+    commit: str | None
+    commit_time: int | None
+
+
+@dataclass(frozen=True)
+class EnvironmentStatus:
+    """One environment: its images and the services in which it differs from its source."""
+
+    name: str
+    promote_from: str | None
+    images: tuple[ServiceImage, ...]
+    behind: tuple[str, ...]
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class Status:
+    """Every environment of the chain, in configuration order."""
+
+    environments: tuple[EnvironmentStatus, ...]
+    now: float
+
+
+def environment_status(
+    repo: Path | str = ".",
+    *,
+    config: ReleaseConfig | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Status:
+    """Read every environment's overlay from the manifests branch (a temporary shallow checkout)."""
+    root = toplevel(repo)
+    cfg = config or load_config(root, env)
+    remote = manifests_remote(cfg, ci.CiContext.from_env(env), root)
+    with checkout(remote) as tree:
+        raw = {e.name: _read(tree, e) for e in cfg.environments}
+    images = {name: _images(cfg, root, entries) for name, (entries, _) in raw.items()}
+    statuses = tuple(
+        EnvironmentStatus(
+            e.name,
+            e.promote_from,
+            images[e.name],
+            _behind(images[e.name], images.get(e.promote_from or "")),
+            raw[e.name][1],
+        )
+        for e in cfg.environments
+    )
+    return Status(statuses, time.time())
+
+
+def _read(tree: Path, environment: Environment) -> tuple[tuple[ImageEntry, ...], str]:
+    try:
+        return read_overlay_images(tree / environment.overlay), ""
+    except OverlayError as err:
+        return (), str(err)
+
+
+def _images(
+    cfg: ReleaseConfig, root: Path, entries: tuple[ImageEntry, ...]
+) -> tuple[ServiceImage, ...]:
+    by_name = {entry.name: entry for entry in entries}
+    out = []
+    for service in cfg.services:
+        entry = by_name.get(service.overlay_name(cfg.registry))
+        commit = entry.new_tag if entry and entry.new_tag and _SHA.match(entry.new_tag) else None
+        out.append(ServiceImage(service.name, entry, commit, _commit_time(root, commit)))
+    return tuple(out)
+
+
+def _commit_time(root: Path, commit: str | None) -> int | None:
+    if commit is None:
+        return None
+    try:
+        return int(git(root, "show", "-s", "--format=%ct", commit).strip())
+    except (CommandError, ValueError):
+        return None  # built from a commit this clone does not have
+
+
+def _behind(
+    mine: tuple[ServiceImage, ...], source: tuple[ServiceImage, ...] | None
+) -> tuple[str, ...]:
+    if source is None:
+        return ()
+    theirs = {image.service: image.entry for image in source}
+    return tuple(
+        image.service
+        for image in mine
+        if theirs.get(image.service) is not None and theirs[image.service] != image.entry
+    )
+
+
+def age(seconds: float) -> str:
+    """``42s``, ``5m``, ``3h``, ``2d``: an age for people."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{max(0, int(seconds))}s"
+
+
+def status_data(status: Status) -> dict[str, object]:
+    """The status as plain data for ``--json``."""
+    return {
+        "environments": [
+            {
+                "name": e.name,
+                "promote_from": e.promote_from,
+                "behind": list(e.behind),
+                "problem": e.problem,
+                "services": {
+                    i.service: {
+                        "reference": i.entry.reference if i.entry else None,
+                        "tag": i.entry.new_tag if i.entry else None,
+                        "digest": i.entry.digest if i.entry else None,
+                        "commit": i.commit,
+                        "commit_time": i.commit_time,
+                    }
+                    for i in e.images
+                },
+            }
+            for e in status.environments
+        ]
+    }
