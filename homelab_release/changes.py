@@ -296,7 +296,9 @@ def compile_services(services: Mapping[str, Sequence[str]], where: str) -> dict[
     compiled: dict[str, Matcher] = {}
     for name, globs in services.items():
         if isinstance(globs, str):
-            raise ConfigError(f"{where}: services.{name}.paths must be a list of globs, not a string")
+            raise ConfigError(
+                f"{where}: services.{name}.paths must be a list of globs, not a string"
+            )
         try:
             compiled[name] = compile_globs(tuple(globs))
         except GlobError as err:
@@ -307,3 +309,299 @@ def compile_services(services: Mapping[str, Sequence[str]], where: str) -> dict[
 def match_services(matchers: Mapping[str, Matcher], files: Sequence[str]) -> tuple[str, ...]:
     """The sorted names of the services whose globs match any of the sorted ``files``."""
     return tuple(sorted(name for name, m in matchers.items() if m.matches_sorted(files)))
+
+
+# -- git (I/O) -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """What changed between two commits and which services that concerns."""
+
+    base: str | None  # the commit compared from, or None when no base could be found
+    head: str
+    files: tuple[str, ...]
+    services: tuple[str, ...]
+    reason: str  # one line: which comparison was made, and why
+
+
+def changed_files(repo: Path | str, base: str, head: str) -> tuple[str, ...]:
+    """The sorted paths that differ between ``base`` and ``head`` (deletions and both sides of a
+    rename included), as ``git diff-tree -r --no-renames`` lists them."""
+    out = git.git(
+        repo, "diff-tree", "-r", "--no-renames", "--name-only", "-z", "--end-of-options", base, head
+    )
+    return tuple(sorted(filter(None, out.split("\0"))))
+
+
+@dataclass(frozen=True)
+class _Base:
+    sha: str | None
+    reason: str
+
+
+def _short(sha: str) -> str:
+    return sha[:12]
+
+
+def _require_commit(repo: Path | str, ref: str, role: str) -> str:
+    """The SHA of ``ref``; :class:`GitError` naming it (or the missing repository) otherwise."""
+    sha = git.resolve(repo, ref)
+    if sha is None:
+        git.toplevel(repo)  # raises when ``repo`` is not a git work tree at all
+        sha = _fetch_commit(repo, ref)
+    if sha is None:
+        raise GitError(
+            f"{role} {ref!r} does not name a commit in {repo}; "
+            f"pass an existing branch, tag or SHA as --{role} (in a shallow clone, fetch it first)"
+        )
+    return sha
+
+
+def _remote(repo: Path | str) -> str | None:
+    """The remote to fetch from: ``origin`` when it exists, else the first one, else None."""
+    remotes = git.git(repo, "remote").split()
+    return "origin" if "origin" in remotes else next(iter(remotes), None)
+
+
+def _fetch(repo: Path | str, options: Sequence[str], refs: Sequence[str] = ()) -> bool:
+    """``git fetch --no-tags OPTIONS REMOTE REFS``; False (logged) when it fails or there is no remote."""
+    remote = _remote(repo)
+    if remote is None:
+        return False
+    try:
+        git.git(repo, "fetch", "--quiet", "--no-tags", *options, remote, *refs)
+    except CommandError as err:
+        log.debug("fetch from %s failed: %s", remote, err)
+        return False
+    return True
+
+
+def _fetch_commit(repo: Path | str, ref: str) -> str | None:
+    """Fetch the commit ``ref`` (a full SHA) from the remote; its SHA when that worked."""
+    if not _SHA.match(ref):
+        return None
+    depth = ("--depth=1",) if git.is_shallow(repo) else ()
+    log.info("commit %s is not in the clone; fetching it", _short(ref))
+    return git.resolve(repo, ref) if _fetch(repo, depth, [ref]) else None
+
+
+def _deepened(repo: Path | str, probe: Callable[[], str | None], *wants: str) -> str | None:
+    """``probe()``, retried after deepening a shallow clone by each of :data:`DEEPEN_STEPS`."""
+    result = probe()
+    for step in DEEPEN_STEPS:
+        if result is not None or not git.is_shallow(repo):
+            break
+        log.info("shallow clone: deepening by %d commits", step)
+        deepen = [f"--deepen={step}"]
+        if not (_fetch(repo, deepen, wants) or _fetch(repo, deepen)):
+            break
+        result = probe()
+    return result
+
+
+def _merge_base(repo: Path | str, one: str, two: str) -> str | None:
+    """The merge base of two commits, deepening a shallow clone as needed; None when none."""
+
+    def probe() -> str | None:
+        try:
+            return git.git(repo, "merge-base", one, two).strip() or None
+        except CommandError:
+            return None
+
+    return _deepened(repo, probe, one, two)
+
+
+_GIVE_UP = "every service counts as changed"
+_BOUND = f"deepening the clone by up to {sum(DEEPEN_STEPS)} commits"
+
+
+def _explicit_base(repo: Path | str, ref: str, head: str) -> _Base:
+    """GitLab's ``compare_to``: from the merge base of ``ref`` and ``head``."""
+    sha = _require_commit(repo, ref, "base")
+    merge_base = _merge_base(repo, sha, head)
+    if merge_base is None:
+        return _Base(
+            None, f"base {ref} and head {_short(head)} have no common ancestor; {_GIVE_UP}"
+        )
+    return _Base(
+        merge_base,
+        f"compared the merge base {_short(merge_base)} of {ref} and head {_short(head)} "
+        "with the head (explicit base)",
+    )
+
+
+def _direct_base(repo: Path | str, sha: str, head: str, kind: str, variable: str) -> _Base:
+    """A tree diff from the commit a CI variable names, fetched or deepened into reach."""
+    found = (
+        git.resolve(repo, sha)
+        or _fetch_commit(repo, sha)
+        or _deepened(repo, lambda: git.resolve(repo, sha), head)
+    )
+    if found is None:
+        return _Base(
+            None,
+            f"{kind}: {variable} {_short(sha)} is not in the clone, even after fetching it and "
+            f"{_BOUND}; {_GIVE_UP}",
+        )
+    return _Base(found, f"{kind}: compared {variable} {_short(found)} with head {_short(head)}")
+
+
+def _pipeline_kind(env: Mapping[str, str]) -> str:
+    """How to name the pipeline in the reason line."""
+    if env.get("CI_COMMIT_TAG"):
+        return f"tag pipeline ({env['CI_COMMIT_TAG']})"
+    source = env.get("CI_PIPELINE_SOURCE", "")
+    if source and source != "push":
+        return f"{source} pipeline"
+    if source or env.get("GITLAB_CI"):
+        return "new branch pipeline (CI_COMMIT_BEFORE_SHA is all zeros)"
+    return "outside CI"
+
+
+def _branch(repo: Path | str, name: str) -> tuple[str, str] | None:
+    """``name`` as a remote-tracking or local branch, fetched from the remote if need be."""
+    remote = _remote(repo) or "origin"
+    for ref in (f"refs/remotes/{remote}/{name}", f"refs/heads/{name}"):
+        sha = git.resolve(repo, ref)
+        if sha is not None:
+            return ref.removeprefix("refs/remotes/").removeprefix("refs/heads/"), sha
+    depth = (f"--depth={DEEPEN_STEPS[0]}",) if git.is_shallow(repo) else ()
+    tracking = f"refs/remotes/{remote}/{name}"
+    if _fetch(repo, depth, [f"+refs/heads/{name}:{tracking}"]):
+        sha = git.resolve(repo, tracking)
+        return (f"{remote}/{name}", sha) if sha else None
+    return None
+
+
+def _default_branch(
+    repo: Path | str, env: Mapping[str, str], configured: str
+) -> tuple[str, str] | None:
+    """changes.default_branch, else CI_DEFAULT_BRANCH, else origin/HEAD, else main or master."""
+    for name in filter(None, (configured, env.get("CI_DEFAULT_BRANCH", ""))):
+        found = _branch(repo, name)
+        if found:
+            return found
+    origin_head = git.resolve(repo, "refs/remotes/origin/HEAD")
+    if origin_head:
+        return "origin/HEAD", origin_head
+    for name in ("main", "master"):
+        for ref in (f"refs/remotes/origin/{name}", f"refs/heads/{name}"):
+            sha = git.resolve(repo, ref)
+            if sha:
+                return ref.removeprefix("refs/remotes/").removeprefix("refs/heads/"), sha
+    return None
+
+
+def _default_branch_base(
+    repo: Path | str, head: str, env: Mapping[str, str], configured: str
+) -> _Base:
+    kind = _pipeline_kind(env)
+    branch = _default_branch(repo, env, configured)
+    if branch is None:
+        return _Base(
+            None,
+            f"{kind}: no default branch to compare with (set CI_DEFAULT_BRANCH or "
+            f"changes.default_branch, or fetch main); {_GIVE_UP}",
+        )
+    name, sha = branch
+    merge_base = _merge_base(repo, sha, head)
+    if merge_base is None:
+        return _Base(
+            None,
+            f"{kind}: head {_short(head)} has no merge base with {name}, even after {_BOUND}; "
+            f"{_GIVE_UP}",
+        )
+    return _Base(
+        merge_base,
+        f"{kind}: compared the merge base {_short(merge_base)} with {name} to head {_short(head)}",
+    )
+
+
+def base_from_env(
+    repo: Path | str, head: str, env: Mapping[str, str] | None = None, default_branch: str = ""
+) -> tuple[str | None, str]:
+    """The base commit GitLab's predefined variables call for, and the reason line.
+
+    Merge request pipelines compare from ``CI_MERGE_REQUEST_DIFF_BASE_SHA``, pushes to an existing
+    branch from ``CI_COMMIT_BEFORE_SHA`` (a direct tree diff, also after a force push); anything
+    else (new branch, tag, schedule, web, API, outside CI) from the merge base with the default
+    branch. The SHA is None, and the reason says why, when no base can be found.
+    """
+    env = os.environ if env is None else env
+    found = _env_base(repo, head, env, default_branch)
+    return found.sha, found.reason
+
+
+def _env_base(repo: Path | str, head: str, env: Mapping[str, str], default_branch: str) -> _Base:
+    merge_request = env.get("CI_MERGE_REQUEST_DIFF_BASE_SHA", "")
+    if merge_request:
+        kind = "merge request pipeline"
+        return _direct_base(repo, merge_request, head, kind, "CI_MERGE_REQUEST_DIFF_BASE_SHA")
+    before = env.get("CI_COMMIT_BEFORE_SHA", "")
+    if before.strip("0"):
+        return _direct_base(repo, before, head, "push pipeline", "CI_COMMIT_BEFORE_SHA")
+    return _default_branch_base(repo, head, env, default_branch)
+
+
+# -- detect_changes --------------------------------------------------------------------------
+
+
+def detect_changes(
+    repo: Path | str = ".",
+    *,
+    base: str | None = None,
+    head: str = "HEAD",
+    services: Mapping[str, Sequence[str]] | None = None,
+    config: ReleaseConfig | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ChangeSet:
+    """The services whose files changed between ``base`` and ``head``, as GitLab would say.
+
+    ``services`` maps names to GitLab ``rules: changes:`` globs; when None they come from
+    ``config`` (loaded from ``repo`` when None too), whose ``changes.always`` globs mark every
+    service as changed. With ``base`` the comparison starts at the merge base of ``base`` and
+    ``head``; without, the base follows GitLab's ``CI_*`` variables (see :func:`base_from_env`).
+    When no base can be found, every service counts as changed and ``reason`` says why.
+    """
+    env = os.environ if env is None else env
+    head_sha = _require_commit(repo, head, "head")
+    if services is None:
+        config = config or load_config(git.toplevel(repo), env)
+        services = {s.name: s.paths for s in config.services}
+    matchers = compile_services(services, config.where if config else "services")
+    always = _always(config)
+    found = (
+        _explicit_base(repo, base, head_sha)
+        if base is not None
+        else _env_base(repo, head_sha, env, config.default_branch if config else "")
+    )
+    return _change_set(repo, found, head_sha, matchers, always)
+
+
+def _always(config: ReleaseConfig | None) -> Matcher | None:
+    if config is None or not config.always:
+        return None
+    try:
+        return compile_globs(config.always)
+    except GlobError as err:
+        raise ConfigError(f"{config.where}: changes.always: {err}") from None
+
+
+def _change_set(
+    repo: Path | str,
+    found: _Base,
+    head: str,
+    matchers: Mapping[str, Matcher],
+    always: Matcher | None,
+) -> ChangeSet:
+    everything = tuple(sorted(matchers))
+    if found.sha is None:
+        log.warning("%s", found.reason)
+        return ChangeSet(None, head, (), everything, found.reason)
+    files = changed_files(repo, found.sha, head)
+    if always is not None and always.matches_sorted(files):
+        trigger = next(f for f in files if always.regex.fullmatch(f))
+        reason = f"{found.reason}; {trigger} matches changes.always, so {_GIVE_UP}"
+        return ChangeSet(found.sha, head, files, everything, reason)
+    return ChangeSet(found.sha, head, files, match_services(matchers, files), found.reason)
