@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -47,6 +48,7 @@ T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 600.0  # seconds one engine request may stay silent (a quiet RUN step included)
 LOG_TAIL = 20
+DEFAULT_HOST = "unix:///var/run/docker.sock"
 ENGINE_HINT = (
     "start dockerd, or set DOCKER_HOST to a reachable engine (in GitLab CI: a docker:dind "
     "service with DOCKER_HOST=tcp://docker:2375, or the runner's socket unix:///var/run/docker.sock)"
@@ -364,20 +366,40 @@ def _engine(
     """The low-level client to use and whether we created it (and so must close it)."""
     if isinstance(client, docker.DockerClient):
         client = client.api
-    owned = client is None
-    host = (
-        os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock (default; DOCKER_HOST unset)"
-    )
+    if client is not None:
+        _answers(client.ping, str(client.base_url))
+        return client, False
+    host = os.environ.get("DOCKER_HOST", "")
+    where = f"DOCKER_HOST={host}" if host else f"{DEFAULT_HOST} (the default: DOCKER_HOST is unset)"
+    _check_unix_socket(host or DEFAULT_HOST, where)
+    settings = kwargs_from_env()
+    return _answers(
+        lambda: docker.APIClient(version="auto", timeout=int(timeout), **settings), where
+    ), True
+
+
+def _answers(call: Callable[[], T], where: str) -> T:
     try:
-        if client is None:
-            client = docker.APIClient(version="auto", timeout=int(timeout), **kwargs_from_env())
-        client.ping()
+        return call()
     except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
-        where = client.base_url if client is not None and not owned else f"DOCKER_HOST={host}"
         raise BuildError(
             f"cannot reach the Docker Engine at {where} ({err}); {ENGINE_HINT}"
         ) from None
-    return client, owned
+
+
+def _check_unix_socket(host: str, where: str) -> None:
+    """Connect to a ``unix://`` engine socket first: the SDK leaks its socket when that fails."""
+    if not host.startswith(("unix://", "http+unix://")):
+        return
+    path = host.split("://", 1)[1]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(10)
+            probe.connect(path)
+    except OSError as err:
+        raise BuildError(
+            f"cannot reach the Docker Engine at {where} ({err}); {ENGINE_HINT}"
+        ) from None
 
 
 def _pull_cache(api: docker.APIClient, plan: _Plan, *, strict: bool) -> tuple[str, ...]:
