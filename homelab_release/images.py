@@ -139,8 +139,8 @@ def split_reference(text: str) -> tuple[str, str | None, str | None]:
 def _split_tag(text: str) -> tuple[str, str | None]:
     first, slash, remainder = text.partition("/")
     if not slash:
-        name, colon, tag = text.partition(":")
-        return (name, tag) if colon else (text, None)
+        name, has_tag, tag = text.partition(":")
+        return (name, tag) if has_tag else (text, None)
     colon = remainder.find(":")
     if colon >= 0:
         cut = len(first) + 1 + colon
