@@ -17,7 +17,7 @@ from homelab_release.errors import ReleaseError
 
 log = logging.getLogger("homelab_release")
 
-COMMANDS = ("changes",)
+COMMANDS = ("changes", "set_image")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -730,7 +730,10 @@ def _log_changes(
         log.debug("%s: images unchanged", path)
         return
     old = {entry.name: entry for entry in before}
-    verb = "would set" if dry_run else "set"
-    for entry in after:
-        if old.get(entry.name) != entry:
-            log.info("%s: %s image %s to %s", path, verb, entry.name, entry.reference)
+    changes = [entry for entry in after if old.get(entry.name) != entry]
+    for entry in changes:
+        log.debug("%s: image %s -> %s", path, entry.name, entry.reference)
+    verb = "would change" if dry_run else "changed"
+    log.info(
+        "%s: %s %d image entr%s", path, verb, len(changes), "y" if len(changes) == 1 else "ies"
+    )
