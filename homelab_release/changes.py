@@ -50,10 +50,10 @@ class GlobError(ValueError):
 
 
 def check_braces(pattern: str) -> None:
-    """Raise :class:`GlobError` when ``pattern`` is empty or its unescaped braces do not pair up.
+    """Raise :class:`GlobError` when ``pattern`` is empty or has an unclosed ``{``.
 
-    Ruby never matches a glob with an unclosed ``{``, and reads a stray ``}`` literally; both are
-    almost always typos, so they are refused here (write ``\\{`` or ``\\}`` for a literal brace).
+    Ruby never matches a glob with an unclosed ``{``, a silent trap, so it is refused here (write
+    ``\\{`` for a literal brace). A stray ``}`` is a literal character, as in Ruby.
     """
     if not pattern:
         raise GlobError("empty pattern: remove it or write a glob such as 'dir/**/*'")
@@ -64,9 +64,7 @@ def check_braces(pattern: str) -> None:
             next(chars, None)
         elif char == "{":
             depth += 1
-        elif char == "}":
-            if depth == 0:
-                raise GlobError("unbalanced '}': escape a literal brace as '\\}'")
+        elif char == "}" and depth:
             depth -= 1
     if depth:
         raise GlobError("unbalanced '{': close it with '}' or escape it as '\\{'")
@@ -265,6 +263,14 @@ def _prefix_range(paths: Sequence[str], prefix: str) -> tuple[int, int]:
     return lo, bisect.bisect_left(paths, successor, lo)
 
 
+def _translate_or_none(pattern: str) -> _Translation | None:
+    """A brace expansion that splits a bracket (``[a{b,c]}`` gives ``[ab``) never matches, as in Ruby."""
+    try:
+        return translate(pattern)
+    except GlobError:
+        return None
+
+
 @functools.lru_cache(maxsize=4096)
 def compile_globs(globs: tuple[str, ...]) -> Matcher:
     """Compile ``globs`` once; :class:`GlobError` names the first malformed one."""
@@ -272,7 +278,8 @@ def compile_globs(globs: tuple[str, ...]) -> Matcher:
     for glob in globs:
         try:
             check_braces(glob)
-            alternatives.extend(translate(p) for p in expand_braces(glob))
+            translate(glob)  # refuses an unterminated '[' in the glob as written
+            alternatives.extend(filter(None, map(_translate_or_none, expand_braces(glob))))
         except GlobError as err:
             raise GlobError(f"pattern {glob!r}: {err}") from None
     pattern = "|".join(dict.fromkeys(a.regex for a in alternatives)) or "(?!)"
