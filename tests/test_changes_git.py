@@ -1,0 +1,437 @@
+"""detect_changes on real git repositories, one per GitLab pipeline kind, shallow clones included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from homelab_release import changes
+from homelab_release.changes import base_from_env, changed_files, detect_changes
+from homelab_release.config import load_config
+from homelab_release.errors import ConfigError, GitError
+from tests.gitrepo import GitRepo, run_git
+
+SERVICES = {"vote": ["vote/**/*"], "result": ["result/**/*"], "worker": ["worker/**/*"]}
+ALL = ("result", "vote", "worker")
+ZEROS = "0" * 40
+
+
+@pytest.fixture
+def seeded(repo: GitRepo) -> GitRepo:
+    """main with one commit holding vote/, result/ and worker/ (each with a Dockerfile)."""
+    repo.commit("seed", "vote/Dockerfile", "result/Dockerfile", "worker/Dockerfile", "README.md")
+    return repo
+
+
+def detect(repo: GitRepo | Path, env: dict[str, str], **kwargs: str) -> changes.ChangeSet:
+    path = repo.path if isinstance(repo, GitRepo) else repo
+    return detect_changes(path, services=SERVICES, env=env, **kwargs)
+
+
+def push_env(before: str) -> dict[str, str]:
+    return {"GITLAB_CI": "true", "CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BEFORE_SHA": before}
+
+
+def branch_off(repo: GitRepo) -> tuple[str, str]:
+    """feature branches off main (vote changes), then main moves on (result changes)."""
+    fork = repo.head()
+    repo.git("checkout", "-q", "-b", "feature")
+    repo.commit("feature work", "vote/app.py")
+    repo.git("checkout", "-q", "main")
+    repo.commit("main work", "result/app.py")
+    repo.git("checkout", "-q", "feature")
+    return fork, repo.head()
+
+
+# -- which files changed ------------------------------------------------------------------
+
+
+def test_changed_files_lists_additions_edits_and_deletions(seeded: GitRepo) -> None:
+    before = seeded.head()
+    (seeded.path / "README.md").unlink()
+    seeded.write("vote/Dockerfile", "FROM scratch\n")
+    after = seeded.commit("edit", "worker/src/main.go")
+    assert changed_files(seeded.path, before, after) == (
+        "README.md",
+        "vote/Dockerfile",
+        "worker/src/main.go",
+    )
+
+
+def test_a_rename_counts_as_delete_plus_add(seeded: GitRepo) -> None:
+    before = seeded.head()
+    seeded.git("mv", "vote/Dockerfile", "worker/Dockerfile.vote")
+    seeded.commit("move")
+    change = detect(seeded, push_env(before))
+    assert change.files == ("vote/Dockerfile", "worker/Dockerfile.vote")
+    assert change.services == ("vote", "worker")
+
+
+def test_a_deleted_file_counts(seeded: GitRepo) -> None:
+    before = seeded.head()
+    (seeded.path / "result" / "Dockerfile").unlink()
+    seeded.commit("delete")
+    change = detect(seeded, push_env(before))
+    assert change.files == ("result/Dockerfile",)
+    assert change.services == ("result",)
+
+
+def test_paths_with_spaces_and_unicode_are_read_whole(seeded: GitRepo) -> None:
+    before = seeded.head()
+    seeded.commit("odd names", "vote/a b/ç.txt")
+    assert detect(seeded, push_env(before)).files == ("vote/a b/ç.txt",)
+
+
+# -- pipeline kinds -----------------------------------------------------------------------
+
+
+def test_push_compares_before_sha_with_head(seeded: GitRepo) -> None:
+    seeded.commit("vote", "vote/app.py")
+    before = seeded.head()
+    head = seeded.commit("result", "result/app.py")
+    change = detect(seeded, push_env(before))
+    assert (change.base, change.head) == (before, head)
+    assert change.services == ("result",)
+    assert "push pipeline" in change.reason
+    assert "CI_COMMIT_BEFORE_SHA" in change.reason
+
+
+def test_force_push_is_a_direct_tree_diff(seeded: GitRepo) -> None:
+    seed = seeded.head()
+    before = seeded.commit("vote", "vote/app.py")
+    seeded.git("reset", "-q", "--hard", seed)
+    seeded.commit("result instead", "result/app.py")
+    change = detect(seeded, push_env(before))
+    assert change.base == before
+    # vote/app.py disappears and result/app.py appears: both services changed
+    assert change.files == ("result/app.py", "vote/app.py")
+    assert change.services == ("result", "vote")
+
+
+def test_merge_request_compares_diff_base_sha(seeded: GitRepo) -> None:
+    fork, head = branch_off(seeded)
+    env = {
+        "GITLAB_CI": "true",
+        "CI_PIPELINE_SOURCE": "merge_request_event",
+        "CI_COMMIT_BEFORE_SHA": ZEROS,
+        "CI_MERGE_REQUEST_DIFF_BASE_SHA": fork,
+    }
+    change = detect(seeded, env)
+    assert (change.base, change.head) == (fork, head)
+    assert change.services == ("vote",)
+    assert "merge request pipeline" in change.reason
+
+
+def test_new_branch_compares_with_the_merge_base_of_the_default_branch(seeded: GitRepo) -> None:
+    fork, _ = branch_off(seeded)
+    env = {**push_env(ZEROS), "CI_DEFAULT_BRANCH": "main"}
+    change = detect(seeded, env)
+    assert change.base == fork
+    assert change.services == ("vote",)  # main's later result change is not the branch's
+    assert "new branch pipeline" in change.reason
+    assert "main" in change.reason
+
+
+def test_tag_pipeline_compares_with_the_default_branch(seeded: GitRepo) -> None:
+    fork, head = branch_off(seeded)
+    seeded.git("tag", "v1.0.0")
+    env = {
+        "GITLAB_CI": "true",
+        "CI_PIPELINE_SOURCE": "push",
+        "CI_COMMIT_TAG": "v1.0.0",
+        "CI_COMMIT_BEFORE_SHA": ZEROS,
+        "CI_DEFAULT_BRANCH": "main",
+    }
+    change = detect(seeded, env, head="v1.0.0")
+    assert (change.base, change.head) == (fork, head)
+    assert change.services == ("vote",)
+    assert "tag pipeline (v1.0.0)" in change.reason
+
+
+@pytest.mark.parametrize("source", ["schedule", "web", "api"])
+def test_schedule_web_api_on_the_default_branch_see_no_change(
+    seeded: GitRepo, source: str
+) -> None:
+    seeded.commit("vote", "vote/app.py")
+    env = {
+        "GITLAB_CI": "true",
+        "CI_PIPELINE_SOURCE": source,
+        "CI_COMMIT_BEFORE_SHA": ZEROS,
+        "CI_DEFAULT_BRANCH": "main",
+    }
+    change = detect(seeded, env)
+    assert change.base == change.head == seeded.head()
+    assert change.services == ()
+    assert f"{source} pipeline" in change.reason
+
+
+def test_outside_ci_compares_with_main(seeded: GitRepo) -> None:
+    fork, _ = branch_off(seeded)
+    change = detect(seeded, {})
+    assert change.base == fork
+    assert change.services == ("vote",)
+    assert change.reason.startswith("outside CI")
+
+
+def test_outside_ci_falls_back_to_master(tmp_path: Path) -> None:
+    repo = GitRepo.init(tmp_path / "old", branch="master")
+    fork = repo.commit("seed", "vote/Dockerfile")
+    repo.git("checkout", "-q", "-b", "feature")
+    repo.commit("work", "worker/app.py")
+    change = detect(repo, {})
+    assert change.base == fork
+    assert change.services == ("worker",)
+    assert "master" in change.reason
+
+
+def test_outside_ci_uses_origin_head_of_a_clone(seeded: GitRepo, tmp_path: Path) -> None:
+    seeded.git("branch", "-m", "trunk")
+    clone = clone_of(seeded.path, tmp_path / "clone")
+    fork = clone.head()
+    clone.git("checkout", "-q", "-b", "feature")
+    clone.commit("work", "result/app.py")
+    change = detect(clone, {})
+    assert change.base == fork
+    assert change.services == ("result",)
+    assert "origin/HEAD" in change.reason
+
+
+def test_configured_default_branch_wins(seeded: GitRepo) -> None:
+    seeded.git("checkout", "-q", "-b", "develop")
+    fork = seeded.commit("develop work", "worker/app.py")
+    seeded.git("checkout", "-q", "-b", "feature")
+    seeded.commit("feature work", "vote/app.py")
+    seeded.write("homelab-release.toml", '[changes]\ndefault_branch = "develop"\n')
+    head = seeded.commit("config")
+    config = load_config(seeded.path, env={})
+    change = detect_changes(seeded.path, config=config, env={"CI_DEFAULT_BRANCH": "main"})
+    assert (change.base, change.head) == (fork, head)
+    assert change.services == ("vote",)
+
+
+def test_no_default_branch_means_every_service(tmp_path: Path) -> None:
+    repo = GitRepo.init(tmp_path / "r", branch="trunk")
+    repo.commit("seed", "vote/Dockerfile")
+    change = detect(repo, {})
+    assert change.base is None
+    assert change.files == ()
+    assert change.services == ALL
+    assert "no default branch" in change.reason
+    assert "every service" in change.reason
+
+
+def test_before_sha_that_exists_nowhere_means_every_service(seeded: GitRepo) -> None:
+    change = detect(seeded, push_env("1234567890" * 4))
+    assert change.base is None
+    assert change.services == ALL
+    assert "CI_COMMIT_BEFORE_SHA 123456789012 is not in the clone" in change.reason
+
+
+def test_base_from_env_returns_sha_and_reason(seeded: GitRepo) -> None:
+    before = seeded.head()
+    head = seeded.commit("x", "vote/x")
+    sha, reason = base_from_env(seeded.path, head, push_env(before))
+    assert sha == before
+    assert "push pipeline" in reason
+
+
+# -- explicit base ------------------------------------------------------------------------
+
+
+def test_explicit_base_compares_from_the_merge_base(seeded: GitRepo) -> None:
+    fork, head = branch_off(seeded)
+    change = detect(seeded, push_env(ZEROS), base="main")  # the explicit base wins over CI_*
+    assert (change.base, change.head) == (fork, head)
+    assert change.services == ("vote",)
+    assert "explicit base" in change.reason
+
+
+def test_explicit_base_and_head(seeded: GitRepo) -> None:
+    first = seeded.commit("vote", "vote/app.py")
+    seeded.commit("result", "result/app.py")
+    seeded.commit("worker", "worker/app.py")
+    change = detect(seeded, {}, base=first, head="HEAD~1")
+    assert change.services == ("result",)
+
+
+def test_unrelated_histories_mean_every_service(seeded: GitRepo) -> None:
+    seeded.git("checkout", "-q", "--orphan", "other")
+    seeded.commit("unrelated", "vote/app.py")
+    change = detect(seeded, {}, base="main")
+    assert change.base is None
+    assert change.services == ALL
+    assert "no common ancestor" in change.reason
+
+
+# -- configuration ------------------------------------------------------------------------
+
+
+def test_services_come_from_the_configuration(seeded: GitRepo) -> None:
+    before = seeded.head()
+    seeded.commit("work", "worker/app.py", "docs/x.md")
+    change = detect_changes(seeded.path, env=push_env(before))
+    assert change.services == ("worker",)
+    assert change.files == ("docs/x.md", "worker/app.py")
+
+
+def test_changes_always_marks_every_service(seeded: GitRepo) -> None:
+    seeded.write("homelab-release.toml", '[changes]\nalways = ["homelab-release.toml", ".ci/*"]\n')
+    before = seeded.commit("config")
+    seeded.commit("ci", ".ci/run")
+    change = detect_changes(seeded.path, env=push_env(before))
+    assert change.services == ALL
+    assert ".ci/run matches changes.always" in change.reason
+
+
+def test_changes_always_not_matching_changes_nothing(seeded: GitRepo) -> None:
+    seeded.write("homelab-release.toml", '[changes]\nalways = ["homelab-release.toml"]\n')
+    before = seeded.commit("config")
+    seeded.commit("vote", "vote/app.py")
+    assert detect_changes(seeded.path, env=push_env(before)).services == ("vote",)
+
+
+def test_a_bad_glob_in_the_configuration_names_service_and_pattern(seeded: GitRepo) -> None:
+    seeded.write("homelab-release.toml", '[services.vote]\npaths = ["vote/{app,lib"]\n')
+    seeded.commit("config")
+    with pytest.raises(ConfigError) as info:
+        detect_changes(seeded.path, env={})
+    message = str(info.value)
+    assert "homelab-release.toml" in message
+    assert "services.vote.paths" in message
+    assert "'vote/{app,lib'" in message
+    assert "unbalanced '{'" in message
+
+
+def test_a_bad_always_glob_is_named(seeded: GitRepo) -> None:
+    seeded.write("homelab-release.toml", '[changes]\nalways = ["[ab"]\n')
+    seeded.commit("config")
+    with pytest.raises(ConfigError, match=r"changes\.always: pattern '\[ab'"):
+        detect_changes(seeded.path, env={})
+
+
+def test_an_empty_glob_in_explicit_services_is_refused(seeded: GitRepo) -> None:
+    with pytest.raises(ConfigError, match=r"services\.vote\.paths: pattern '': empty"):
+        detect_changes(seeded.path, services={"vote": [""]}, env={})
+
+
+def test_a_subfolder_works_as_repo(seeded: GitRepo) -> None:
+    before = seeded.head()
+    seeded.commit("work", "result/app.py")
+    change = detect_changes(seeded.path / "vote", env=push_env(before))
+    assert change.files == ("result/app.py",)
+    assert change.services == ("result",)
+
+
+# -- bad input ----------------------------------------------------------------------------
+
+
+def test_not_a_git_repository(tmp_path: Path) -> None:
+    with pytest.raises(GitError, match="is not a git repository"):
+        detect_changes(tmp_path, services=SERVICES, env={})
+
+
+def test_missing_repository(tmp_path: Path) -> None:
+    with pytest.raises(GitError, match="is not a git repository"):
+        detect_changes(tmp_path / "nope", services=SERVICES, env={})
+
+
+def test_bad_head_is_named(seeded: GitRepo) -> None:
+    with pytest.raises(GitError, match=r"head 'no-such-branch' does not name a commit"):
+        detect(seeded, {}, head="no-such-branch")
+
+
+@pytest.mark.parametrize("base", ["no-such-branch", "f" * 40, "HEAD~5", "--output=/tmp/x"])
+def test_bad_base_is_named(seeded: GitRepo, base: str) -> None:
+    with pytest.raises(GitError, match="base '.*' does not name a commit"):
+        detect(seeded, {}, base=base)
+
+
+# -- shallow clones -----------------------------------------------------------------------
+
+
+def clone_of(source: Path, dest: Path, *options: str) -> GitRepo:
+    run_git(source.parent, "clone", "-q", *options, f"file://{source}", str(dest))
+    return GitRepo(dest)
+
+
+@pytest.fixture
+def remote(seeded: GitRepo, tmp_path: Path) -> GitRepo:
+    """The seeded repository as a bare remote (what GitLab's runner clones from)."""
+    run_git(tmp_path, "clone", "-q", "--bare", str(seeded.path), str(tmp_path / "remote.git"))
+    return GitRepo(tmp_path / "remote.git")
+
+
+def is_shallow(repo: GitRepo) -> bool:
+    return repo.git("rev-parse", "--is-shallow-repository").strip() == "true"
+
+
+def test_shallow_push_fetches_the_before_commit(
+    seeded: GitRepo, remote: GitRepo, tmp_path: Path
+) -> None:
+    before = seeded.commit("vote", "vote/app.py")
+    for n in range(3):
+        seeded.commit(f"worker {n}", f"worker/{n}.py")
+    seeded.git("push", "-q", str(remote.path), "main")
+    clone = clone_of(remote.path, tmp_path / "ci", "--depth", "1")
+    assert is_shallow(clone)
+    assert clone.git("rev-list", "--count", "HEAD").strip() == "1"
+    change = detect(clone, push_env(before))
+    assert change.base == before
+    assert change.files == ("worker/0.py", "worker/1.py", "worker/2.py")
+    assert change.services == ("worker",)
+
+
+def test_shallow_new_branch_is_deepened_to_the_merge_base(
+    seeded: GitRepo, remote: GitRepo, tmp_path: Path
+) -> None:
+    fork, head = branch_off(seeded)
+    seeded.commit("more feature work", "vote/more.py")
+    seeded.git("push", "-q", str(remote.path), "main", "feature")
+    clone = clone_of(remote.path, tmp_path / "ci", "--depth", "1", "--branch", "feature")
+    env = {**push_env(ZEROS), "CI_DEFAULT_BRANCH": "main"}
+    change = detect(clone, env)
+    assert change.base == fork
+    assert change.head == seeded.head()
+    assert change.services == ("vote",)
+    assert int(clone.git("rev-list", "--count", "HEAD").strip()) > 1  # it was deepened
+
+
+def test_deepening_stops_at_the_bound(
+    seeded: GitRepo, remote: GitRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    branch_off(seeded)
+    for n in range(4):
+        seeded.commit(f"feature {n}", f"vote/{n}.py")
+    seeded.git("push", "-q", str(remote.path), "main", "feature")
+    clone = clone_of(remote.path, tmp_path / "ci", "--depth", "1", "--branch", "feature")
+    monkeypatch.setattr(changes, "DEEPEN_STEPS", (1, 1))
+    change = detect(clone, {**push_env(ZEROS), "CI_DEFAULT_BRANCH": "main"})
+    assert change.base is None
+    assert change.services == ALL
+    assert "no merge base with origin/main" in change.reason
+
+
+def test_shallow_force_push_fetches_the_unreachable_before_commit(
+    seeded: GitRepo, remote: GitRepo, tmp_path: Path
+) -> None:
+    seed = seeded.head()
+    before = seeded.commit("vote", "vote/app.py")
+    seeded.git("push", "-q", str(remote.path), "main")
+    seeded.git("reset", "-q", "--hard", seed)
+    seeded.commit("worker instead", "worker/app.py")
+    seeded.git("push", "-q", "--force", str(remote.path), "main")
+    clone = clone_of(remote.path, tmp_path / "ci", "--depth", "1")
+    change = detect(clone, push_env(before))
+    assert change.base == before
+    assert change.services == ("vote", "worker")
+
+
+def test_shallow_clone_without_the_base_anywhere_means_every_service(
+    seeded: GitRepo, remote: GitRepo, tmp_path: Path
+) -> None:
+    clone = clone_of(remote.path, tmp_path / "ci", "--depth", "1")
+    change = detect(clone, push_env("abcdef0123" * 4))
+    assert change.base is None
+    assert change.services == ALL
+    assert "even after fetching it and deepening" in change.reason
