@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: Depths (in commits) by which a shallow clone is deepened, one fetch each, before giving up.
 DEEPEN_STEPS: tuple[int, ...] = (50, 200, 1000)
+#: How deep the default branch is fetched into a shallow clone that lacks it.
+BRANCH_FETCH_DEPTH = 50
 #: Brace expansion beyond this many alternatives is refused (it would be a typo or an attack).
 MAX_BRACE_ALTERNATIVES = 1024
 
@@ -473,7 +475,7 @@ def _branch(repo: Path | str, name: str) -> tuple[str, str] | None:
         sha = git.resolve(repo, ref)
         if sha is not None:
             return ref.removeprefix("refs/remotes/").removeprefix("refs/heads/"), sha
-    depth = (f"--depth={DEEPEN_STEPS[0]}",) if git.is_shallow(repo) else ()
+    depth = (f"--depth={BRANCH_FETCH_DEPTH}",) if git.is_shallow(repo) else ()
     tracking = f"refs/remotes/{remote}/{name}"
     if _fetch(repo, depth, [f"+refs/heads/{name}:{tracking}"]):
         sha = git.resolve(repo, tracking)
