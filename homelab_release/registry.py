@@ -304,7 +304,8 @@ def _http(request: urllib.request.Request, timeout: float) -> _Response:
         with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 (http/https only)
             response = _Response(answer.status, answer.headers, answer.read())
     except urllib.error.HTTPError as err:
-        response = _Response(err.code, err.headers, err.read())
+        with err:
+            response = _Response(err.code, err.headers, err.read())
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise TransientError(f"{request.get_method()} {where}: {reason}") from None

@@ -288,6 +288,7 @@ class LocalRegistry(_Daemon):
             with urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2):
                 return False  # 200 would mean no authentication: not what was configured
         except urllib.error.HTTPError as err:
+            err.close()
             return err.code == 401
         except OSError:
             return False

@@ -308,6 +308,8 @@ def test_rebuild_on_an_emptied_engine_uses_the_registry_cache(
 
 
 def _remove_every_image(client: docker.APIClient) -> None:
+    for container in client.containers(all=True):
+        client.remove_container(container["Id"], force=True)
     for image in client.images():
         client.remove_image(image["Id"], force=True)
     client.prune_images(filters={"dangling": False})  # type: ignore[no-untyped-call]

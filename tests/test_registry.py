@@ -168,7 +168,7 @@ def pushed(
     """An image pushed with the docker SDK; its reference (tag v1) and the pushed digest."""
     context = busybox_context(tmp_path_factory.mktemp("ctx"))
     repository = f"{registry.address}/homelab/registry-test"
-    for _ in docker_client.build(path=str(context), tag=f"{repository}:v1", decode=True):
+    for _ in docker_client.build(path=str(context), tag=f"{repository}:v1", rm=True, decode=True):
         pass
     auth = registry.credentials.docker_auth_config()
     records = list(
