@@ -107,16 +107,26 @@ def load_config(repo: Path | str = ".", env: Mapping[str, str] | None = None) ->
     """Read ``homelab-release.toml`` at the root of ``repo`` (if any) and fill in the defaults."""
     root = Path(repo).resolve()
     env = os.environ if env is None else env
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a folder; pass the monorepo's root (--repo)")
     path = root / CONFIG_NAME
     if not path.is_file():
         return _build(root, None, {}, env)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path} is not valid TOML: {err}") from err
+        raise ConfigError(f"{path} is not valid TOML: {_with_line(str(err), text)}") from err
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path} is not UTF-8 text: {err}") from err
     return _build(root, path, data, env)
+
+
+def _with_line(message: str, text: str) -> str:
+    """tomllib says "at end of document" without a line number: name the last line."""
+    return message.replace(
+        "(at end of document)", f"(at end of document, line {len(text.splitlines()) or 1})"
+    )
 
 
 # -- validation ------------------------------------------------------------------------------

@@ -150,9 +150,7 @@ def test_tag_pipeline_compares_with_the_default_branch(seeded: GitRepo) -> None:
 
 
 @pytest.mark.parametrize("source", ["schedule", "web", "api"])
-def test_schedule_web_api_on_the_default_branch_see_no_change(
-    seeded: GitRepo, source: str
-) -> None:
+def test_schedule_web_api_on_the_default_branch_see_no_change(seeded: GitRepo, source: str) -> None:
     seeded.commit("vote", "vote/app.py")
     env = {
         "GITLAB_CI": "true",
@@ -343,7 +341,7 @@ def test_bad_head_is_named(seeded: GitRepo) -> None:
 
 @pytest.mark.parametrize("base", ["no-such-branch", "f" * 40, "HEAD~5", "--output=/tmp/x"])
 def test_bad_base_is_named(seeded: GitRepo, base: str) -> None:
-    with pytest.raises(GitError, match="base '.*' does not name a commit"):
+    with pytest.raises(GitError, match=r"base '.*' does not name a commit"):
         detect(seeded, {}, base=base)
 
 
@@ -385,7 +383,7 @@ def test_shallow_push_fetches_the_before_commit(
 def test_shallow_new_branch_is_deepened_to_the_merge_base(
     seeded: GitRepo, remote: GitRepo, tmp_path: Path
 ) -> None:
-    fork, head = branch_off(seeded)
+    fork, _ = branch_off(seeded)
     seeded.commit("more feature work", "vote/more.py")
     seeded.git("push", "-q", str(remote.path), "main", "feature")
     clone = clone_of(remote.path, tmp_path / "ci", "--depth", "1", "--branch", "feature")
