@@ -17,7 +17,7 @@ from homelab_release.errors import ReleaseError
 
 log = logging.getLogger("homelab_release")
 
-COMMANDS = ("changes", "set_image")
+COMMANDS = ("changes", "set_image", "build")
 
 
 def build_parser() -> argparse.ArgumentParser:

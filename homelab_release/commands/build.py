@@ -1,0 +1,37 @@
+"""``homelab-release build``: build one context, push its tags, print the pushed references."""
+
+from __future__ import annotations
+
+import argparse
+
+from homelab_release.build import build_image
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "build",
+        help="build an image on the Docker Engine, push every tag and confirm the digest",
+        description="Build CONTEXT with the engine DOCKER_HOST names, tag it with every --tag, "
+        "push the tags (latest last) with CI_REGISTRY_USER / CI_REGISTRY_PASSWORD, check that the "
+        "registry serves one digest for all of them and print repository:tag@digest per tag.",
+    )
+    parser.add_argument("--context", required=True, help="the build context folder")
+    parser.add_argument("--repository", required=True, help="image repository, without tag")
+    parser.add_argument(
+        "--tag", action="append", required=True, dest="tags", help="a tag (repeatable)"
+    )
+    parser.add_argument("--dockerfile", help="Dockerfile, relative to the context")
+    parser.add_argument("--no-push", action="store_true", help="build and tag only")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    built = build_image(
+        context=args.context,
+        repository=args.repository,
+        tags=args.tags,
+        dockerfile=args.dockerfile,
+        push=not args.no_push,
+    )
+    print("\n".join(built.references))
+    return 0
