@@ -10,10 +10,11 @@ import docker
 import pytest
 
 from homelab_release.build import BuiltImage, build_image, buildkit_features, push_order
+from homelab_release.cli import main
 from homelab_release.errors import BuildError, ImageRefError, PushError
 from homelab_release.images import ImageRef
 from homelab_release.registry import RegistryCredentials, image_exists, manifest_digest
-from homelab_release.sandbox import LocalRegistry, busybox_context
+from homelab_release.sandbox import DockerEngine, LocalRegistry, busybox_context
 from homelab_release.secrets import HiddenText
 
 NO_ENGINE = "unix:///nonexistent/docker.sock"
@@ -319,3 +320,31 @@ def _remove_every_image(client: docker.APIClient) -> None:
 def _labels_of(client: docker.APIClient, image_id: str) -> dict[str, str]:
     labels: dict[str, str] = client.inspect_image(image_id)["Config"]["Labels"]  # type: ignore[no-untyped-call]
     return labels
+
+
+def test_cli_build_prints_the_pushed_references(
+    busybox: Path,
+    docker_engine: DockerEngine,
+    registry: LocalRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", docker_engine.host)
+    monkeypatch.setenv("CI_REGISTRY_USER", registry.credentials.username)
+    monkeypatch.setenv("CI_REGISTRY_PASSWORD", registry.credentials.password.secret)
+    repository = _repo(registry)
+    argv = ["build", "--context", str(busybox), "--repository", repository]
+    assert main([*argv, "--tag", "latest", "--tag", "abc"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("@")[0] for line in lines] == [f"{repository}:abc", f"{repository}:latest"]
+    digest = manifest_digest(ImageRef.parse(f"{repository}:abc"), registry.credentials)
+    assert lines[0].endswith(f"@{digest}")
+
+
+@pytest.mark.usefixtures("no_engine")
+def test_cli_build_reports_bad_input_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["build", "--context", str(tmp_path / "nope"), "--repository", "x/y", "--tag", "a"]
+    assert main(argv) == 1
+    assert capsys.readouterr().err.startswith("homelab-release: error: build context")
