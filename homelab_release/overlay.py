@@ -267,6 +267,8 @@ class _Document:
     @classmethod
     def load(cls, path: Path, text: str) -> _Document:
         root = _compose(path, text)
+        if root is not None and _is_null(root):
+            root = None  # an empty document ('---' alone)
         if root is not None and not isinstance(root, MappingNode):
             raise OverlayError(f"{path} is not a kustomization: its top level is not a mapping")
         doc = cls(path, text, root)
