@@ -154,6 +154,7 @@ def build_image(
     source: str | None = None,
     insecure_registries: Iterable[str] = (),
     timeout: float = DEFAULT_TIMEOUT,
+    env: Mapping[str, str] | None = None,
 ) -> BuiltImage:
     """Build ``context`` into ``repository`` with every tag in ``tags``; push and confirm them.
 
@@ -166,6 +167,7 @@ def build_image(
       default ``CI_COMMIT_SHA`` (else the context's git HEAD) and ``CI_PROJECT_URL``.
     - ``client``: an SDK client; default one from ``DOCKER_HOST`` (and ``DOCKER_TLS_VERIFY``...).
     - ``timeout``: seconds any one engine request may stay silent.
+    - ``env``: where ``DOCKER_HOST`` and friends are read (default: the process environment).
 
     Raises :class:`BuildError` (bad context, BuildKit-only Dockerfile, engine unreachable, failed
     step), :class:`PushError` (push or digest check failed), :class:`ImageRefError` (bad name).
@@ -179,10 +181,10 @@ def build_image(
         labels=_labels(Path(context), labels or {}, revision, source),
         target=target,
         cache_from=cache_from,
-        credentials=credentials if credentials is not None else RegistryCredentials.from_env(),
+        credentials=credentials if credentials is not None else RegistryCredentials.from_env(env),
         insecure=tuple(insecure_registries),
     )
-    api, owned = _engine(client, timeout)
+    api, owned = _engine(client, timeout, os.environ if env is None else env)
     try:
         return _build_and_push(api, plan, push=push)
     finally:
@@ -361,7 +363,9 @@ def _git_head(context: Path) -> str | None:
 
 
 def _engine(
-    client: docker.APIClient | docker.DockerClient | None, timeout: float
+    client: docker.APIClient | docker.DockerClient | None,
+    timeout: float,
+    env: Mapping[str, str],
 ) -> tuple[docker.APIClient, bool]:
     """The low-level client to use and whether we created it (and so must close it)."""
     if isinstance(client, docker.DockerClient):
@@ -369,10 +373,10 @@ def _engine(
     if client is not None:
         _answers(client.ping, str(client.base_url))
         return client, False
-    host = os.environ.get("DOCKER_HOST", "")
+    host = env.get("DOCKER_HOST", "")
     where = f"DOCKER_HOST={host}" if host else f"{DEFAULT_HOST} (the default: DOCKER_HOST is unset)"
     _check_unix_socket(host or DEFAULT_HOST, where)
-    settings = kwargs_from_env()
+    settings = kwargs_from_env(environment=env)
     return _answers(
         lambda: docker.APIClient(version="auto", timeout=int(timeout), **settings), where
     ), True

@@ -111,7 +111,7 @@ def build_develop(
         log.info("no service changed: nothing to build")
         result = BuildDevelopResult(environment, changes, tag)
         return _with_reports(result, _report_dir(report_dir, context, root))
-    job = _Job(cfg, root, context, tag, RegistryCredentials.from_env(env))
+    job = _Job(cfg, root, context, tag, RegistryCredentials.from_env(env), env)
     remote = manifests_remote(cfg, context, root)
     with checkout(remote) as tree:
         _require_overlay(tree, target, remote)
@@ -131,6 +131,7 @@ class _Job:
     context: ci.CiContext
     tag: str
     credentials: RegistryCredentials | None
+    env: Mapping[str, str] | None
 
 
 def _build_all(job: _Job, names: Sequence[str], workers: int) -> tuple[ServiceBuild, ...]:
@@ -153,6 +154,8 @@ def _build_one(job: _Job, service: Service, registry: str) -> ServiceBuild:
             credentials=job.credentials,
             revision=job.tag,
             source=job.context.project_url or None,
+            insecure_registries=job.cfg.insecure_registries,
+            env=job.env,
         )
     except ReleaseError as err:
         log.error("%s: build failed: %s", service.name, err)  # noqa: TRY400 (expected failure)
