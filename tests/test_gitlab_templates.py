@@ -86,7 +86,8 @@ def project(tmp_path: Path, gitlab_ci_local: str) -> Path:
 
 # -- parsing: which job runs in which pipeline ---------------------------------------------------
 
-RENAMED = {"develop_branch": "main", "promote_branches": "/^(stage|prod)$/"}
+SOURCE = {"source": "https://gitlab.example.com/homelab/homelab-release.git"}
+RENAMED = SOURCE | {"develop_branch": "main", "promote_branches": "/^(stage|prod)$/"}
 
 
 @pytest.mark.parametrize(
@@ -122,14 +123,14 @@ RENAMED = {"develop_branch": "main", "promote_branches": "/^(stage|prod)$/"}
 def test_jobs_run_on_their_branches(
     project: Path, inputs: dict[str, str], pipeline: dict[str, str], runs: set[str]
 ) -> None:
-    install_templates(project, inputs)
+    install_templates(project, SOURCE | inputs)
     jobs = list_jobs(project, pipeline)
     assert set(jobs) == {"build_develop", "promote", "plan"}
     assert {name for name, when in jobs.items() if when != "never"} == runs
 
 
 def test_defaults_target_gitlab_with_docker_in_docker(project: Path) -> None:
-    install_templates(project, {})
+    install_templates(project, SOURCE)
     config = YAML(typ="safe").load(preview(project))
     build = config["build_develop"]
     assert build["services"] == [{"name": "docker:27-dind", "alias": "docker"}]
@@ -140,7 +141,7 @@ def test_defaults_target_gitlab_with_docker_in_docker(project: Path) -> None:
             "DOCKER_TLS_CERTDIR": "/certs",
             "DOCKER_CERT_PATH": "/certs/client",
             "DOCKER_TLS_VERIFY": "1",
-            "HOMELAB_RELEASE_SOURCE": "https://gitlab.com/homelab/homelab-release.git",
+            "HOMELAB_RELEASE_SOURCE": SOURCE["source"],
             "HOMELAB_RELEASE_REF": "main",
         }.items()
     )
@@ -155,7 +156,7 @@ def test_defaults_target_gitlab_with_docker_in_docker(project: Path) -> None:
 
 
 def test_project_include_reads_like_the_local_one(project: Path) -> None:
-    inputs = {"ref": "v1.2.0", "nox_args": "--no-venv", "promote_args": "--image vote"}
+    inputs = SOURCE | {"ref": "v1.2.0", "nox_args": "--no-venv", "promote_args": "--image vote"}
     install_templates(project, inputs)
     local = preview(project)
     file = ".gitlab/homelab-release.yml"
@@ -169,11 +170,21 @@ def test_project_include_reads_like_the_local_one(project: Path) -> None:
     assert "--image vote" in local
 
 
-def test_input_of_the_wrong_type_is_refused_by_name(project: Path) -> None:
-    install_templates(project, {"services": "docker:27-dind"})
+@pytest.mark.parametrize(
+    ("inputs", "error"),
+    [
+        ({}, "`source` input: required value has not been provided"),
+        (
+            SOURCE | {"services": "docker:27-dind"},
+            "`services` input: provided value is not a array",
+        ),
+    ],
+)
+def test_bad_inputs_are_refused_by_name(project: Path, inputs: dict[str, str], error: str) -> None:
+    install_templates(project, inputs)
     run = run_pipeline(project, "--list")
     assert not run.ok
-    assert "`services` input: provided value is not a array" in run.output
+    assert error in run.output
 
 
 # -- the whole flow: push to develop, then to stage --------------------------------------------
