@@ -44,6 +44,21 @@ def plan(session: nox.Session) -> None:
     session.run("homelab-release", "plan", *session.posargs)
 
 
+@nox.session(default=False)
+def status(session: nox.Session) -> None:
+    """Show which image each environment runs, and which environments are behind."""
+    _install_self(session)
+    session.run("homelab-release", "status", *session.posargs)
+
+
+@nox.session(default=False)
+def demo(session: nox.Session) -> None:
+    """Run the whole develop -> stage flow on the example in a local sandbox (needs root)."""
+    _install_self(session)
+    example = ROOT / "examples" / "homelab-go"
+    session.run("homelab-release", "demo", "--example", str(example), *session.posargs)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (real git, Docker Engine, registry, kustomize and gitlab-ci-local)."""

@@ -17,7 +17,7 @@ from homelab_release.errors import ReleaseError
 
 log = logging.getLogger("homelab_release")
 
-COMMANDS = ("changes", "set_image", "build")
+COMMANDS = ("changes", "set_image", "build", "build_develop", "promote", "plan", "status", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

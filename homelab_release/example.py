@@ -48,6 +48,7 @@ def create_example_repos(
         raise ReleaseError(f"{source} does not hold the example (monorepo/ and manifests/)")
     if not busybox.is_file():
         raise ReleaseError(f"{busybox} is missing: install Debian's busybox-static")
+    dest.mkdir(parents=True, exist_ok=True)
     remote = dest / "remote.git"
     git(dest, "init", "--quiet", "--bare", "--initial-branch", "develop", str(remote))
     _push_tree(dest / "manifests-src", source / "manifests", remote, "k8s-manifests", "Manifests")

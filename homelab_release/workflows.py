@@ -30,6 +30,8 @@ from homelab_release.registry import RegistryCredentials
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKERS = 4
+# The commit time, not the build time: a rebuild of the same commit from cache is the same image.
+CREATED_LABEL = "org.opencontainers.image.created"
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,8 @@ def build_develop(
         log.info("no service changed: nothing to build")
         result = BuildDevelopResult(environment, changes, tag)
         return _with_reports(result, _report_dir(report_dir, context, root))
-    job = _Job(cfg, root, context, tag, RegistryCredentials.from_env(env), env)
+    created = git(root, "show", "-s", "--format=%cI", changes.head).strip()
+    job = _Job(cfg, root, context, tag, RegistryCredentials.from_env(env), env, created)
     remote = manifests_remote(cfg, context, root)
     with checkout(remote) as tree:
         _require_overlay(tree, target, remote)
@@ -132,6 +135,7 @@ class _Job:
     tag: str
     credentials: RegistryCredentials | None
     env: Mapping[str, str] | None
+    created: str
 
 
 def _build_all(job: _Job, names: Sequence[str], workers: int) -> tuple[ServiceBuild, ...]:
@@ -155,6 +159,7 @@ def _build_one(job: _Job, service: Service, registry: str) -> ServiceBuild:
             revision=job.tag,
             source=job.context.project_url or None,
             insecure_registries=job.cfg.insecure_registries,
+            labels={CREATED_LABEL: job.created},
             env=job.env,
         )
     except ReleaseError as err:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from homelab_release import ci
@@ -70,5 +69,5 @@ def summary(result: BuildDevelopResult) -> str:
         lines.append(f"{result.environment} overlay: already up to date, nothing committed")
     else:
         lines.append(f"{result.environment} overlay: unchanged (no build succeeded)")
-    lines.extend(f"report: {os.path.relpath(path)}" for path in result.reports)
+    lines.extend(f"report: {path}" for path in result.reports)
     return "\n".join(lines)

@@ -1,0 +1,262 @@
+"""build_develop, promote and plan end to end: real git remotes, Docker Engine and registry."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from homelab_release.cli import main
+from homelab_release.demo import Sandbox
+from homelab_release.errors import ConfigError, GitError, PromotionError
+from homelab_release.example import ExampleRepos, create_example_repos
+from homelab_release.git import ZERO_SHA, git
+from homelab_release.overlay import ImageEntry, read_overlay_images
+from homelab_release.registry import image_exists
+from homelab_release.images import ImageRef
+from homelab_release.sandbox import DockerEngine, LocalRegistry
+from homelab_release.workflows import BuildDevelopResult, build_develop, plan, promote
+from tests.githttp import git_http_server
+from tests.gitrepo import run_git
+
+BRANCH = "k8s-manifests"
+TOKEN = "glpat-W0rkflowSecret"
+
+
+@pytest.fixture
+def box(tmp_path: Path, docker_engine: DockerEngine, registry: LocalRegistry) -> Sandbox:
+    """The example monorepo and manifests in a bare remote, wired to the session engine."""
+    repos = create_example_repos(tmp_path / "repos")
+    return Sandbox(tmp_path, docker_engine.host, registry, repos)
+
+
+def head(repos: ExampleRepos) -> str:
+    return git(repos.work, "rev-parse", "HEAD").strip()
+
+
+def push_env(box: Sandbox, before: str, sha: str | None = None, **extra: str) -> dict[str, str]:
+    env = box.pipeline_env(branch="develop", before=before, sha=sha or head(box.repos))
+    return {**env, "GITLAB_CI": "true", "CI": "true", "CI_PIPELINE_SOURCE": "push", **extra}
+
+
+def overlay(box: Sandbox, name: str, ref: str = BRANCH) -> dict[str, ImageEntry]:
+    """The image entries of an environment's overlay as the remote branch has them."""
+    tree = box.folder / f"read-{name}-{len(list(box.folder.iterdir()))}"
+    git(box.folder, "clone", "-q", "--branch", ref, str(box.repos.remote), str(tree))
+    return {e.name: e for e in read_overlay_images(tree / f"k8s/overlays/{name}")}
+
+
+def manifests_commits(box: Sandbox) -> int:
+    return int(run_git(box.repos.remote, "rev-list", "--count", BRANCH))
+
+
+def change(box: Sandbox, service: str) -> str:
+    script = box.repos.work / service / "app.sh"
+    script.write_text(script.read_text() + f"# change {len(script.read_text())}\n")
+    return box.repos.commit(f"{service}: change", f"{service}/app.sh")
+
+
+def first_build(box: Sandbox) -> BuildDevelopResult:
+    return build_develop(box.repos.work, env=push_env(box, ZERO_SHA))
+
+
+def test_first_push_builds_every_service_in_one_commit(box: Sandbox) -> None:
+    commits = manifests_commits(box)
+    result = first_build(box)
+    sha = head(box.repos)
+    assert [b.service for b in result.builds] == ["result", "vote", "worker"]
+    assert all(b.ok for b in result.builds)
+    assert manifests_commits(box) == commits + 1
+    entries = overlay(box, "develop")
+    for build in result.builds:
+        entry = entries[build.service]
+        assert entry.new_name == f"{box.registry.address}/homelab/{build.service}"
+        assert entry.new_tag == sha
+        assert entry.digest == build.digest
+        ref = ImageRef.parse(f"{entry.new_name}@{entry.digest}")
+        assert image_exists(ref, box.registry.credentials)
+    message = run_git(box.repos.remote, "log", "-1", "--format=%B", BRANCH)
+    assert "[skip ci]" in message
+    assert f"Source-Commit: {sha}" in message
+
+
+def test_change_to_one_service_builds_and_writes_only_it(box: Sandbox) -> None:
+    first_build(box)
+    before_entries = overlay(box, "develop")
+    before = head(box.repos)
+    sha = change(box, "vote")
+    commits = manifests_commits(box)
+    result = build_develop(box.repos.work, env=push_env(box, before, sha))
+    assert [b.service for b in result.builds] == ["vote"]
+    assert manifests_commits(box) == commits + 1
+    after = overlay(box, "develop")
+    assert after["vote"].new_tag == sha
+    assert after["result"] == before_entries["result"]
+    assert after["worker"] == before_entries["worker"]
+    dotenv = (box.repos.work / "build.env").read_text().splitlines()
+    assert "SERVICES=vote" in dotenv
+    assert f"IMAGE_TAG={sha}" in dotenv
+    assert f"VOTE_IMAGE={after['vote'].new_name}:{sha}@{after['vote'].digest}" in dotenv
+    report = json.loads((box.repos.work / "release-report.json").read_text())
+    assert report["manifests_commit"] == result.commit
+    assert report["builds"][0]["service"] == "vote"
+
+
+def test_rerun_of_the_same_pipeline_changes_nothing(box: Sandbox) -> None:
+    first_build(box)
+    commits = manifests_commits(box)
+    again = first_build(box)
+    assert all(b.ok for b in again.builds)
+    assert again.commit is None
+    assert manifests_commits(box) == commits
+
+
+def test_no_change_builds_nothing_and_commits_nothing(box: Sandbox) -> None:
+    commits = manifests_commits(box)
+    sha = head(box.repos)
+    result = build_develop(box.repos.work, env=push_env(box, sha, sha))
+    assert result.builds == ()
+    assert result.commit is None
+    assert manifests_commits(box) == commits
+    assert "SERVICES=\n" in (box.repos.work / "build.env").read_text()
+
+
+def test_failed_build_leaves_its_entry_and_fails_the_command(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first_build(box)
+    before_entries = overlay(box, "develop")
+    before = head(box.repos)
+    dockerfile = box.repos.work / "worker" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + 'RUN ["/bin/sh", "-c", "exit 3"]\n')
+    change(box, "vote")
+    sha = box.repos.commit("break worker", "worker/Dockerfile")
+    for key, value in push_env(box, before, sha).items():
+        monkeypatch.setenv(key, value)
+    code = main(["build-develop", "--repo", str(box.repos.work)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "FAILED" in out
+    after = overlay(box, "develop")
+    assert after["worker"] == before_entries["worker"]
+    assert after["vote"].new_tag == sha
+    dotenv = (box.repos.work / "build.env").read_text()
+    assert "FAILED_SERVICES=worker" in dotenv
+
+
+def test_concurrent_pipelines_lose_no_update(box: Sandbox) -> None:
+    shutil.copytree(box.repos.work / "worker", box.repos.work / "poll")
+    base = box.repos.commit("add poll")
+    first_build(box)
+    shas, befores = [], []
+    previous = base
+    for service in ("vote", "result", "worker", "poll"):
+        befores.append(previous)
+        previous = change(box, service)
+        shas.append(previous)
+    errors: list[BaseException] = []
+
+    def run(before: str, sha: str) -> None:
+        try:
+            result = build_develop(box.repos.work, head=sha, env=push_env(box, before, sha))
+            assert result.commit is not None
+        except BaseException as err:  # reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=pair) for pair in zip(befores, shas, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    entries = overlay(box, "develop")
+    for service, sha in zip(("vote", "result", "worker", "poll"), shas, strict=True):
+        assert entries[service].new_tag == sha
+
+
+def test_promote_makes_stage_equal_develop_then_changes_nothing(box: Sandbox) -> None:
+    first_build(box)
+    env = push_env(box, ZERO_SHA, CI_COMMIT_BRANCH="stage")
+    result = promote(box.repos.work, env=env)
+    assert result.source == "develop"
+    assert result.target == "stage"
+    assert result.commit is not None
+    assert overlay(box, "stage") == overlay(box, "develop")
+    assert {c.name for c in result.promotion.changes} == {"vote", "result", "worker"}
+    commits = manifests_commits(box)
+    again = promote(box.repos.work, env=env)
+    assert again.commit is None
+    assert not again.promotion.changed
+    assert manifests_commits(box) == commits
+
+
+def test_promote_refuses_images_missing_from_the_registry(box: Sandbox) -> None:
+    first_build(box)
+    env = push_env(box, ZERO_SHA)
+    tree = box.folder / "edit"
+    git(box.folder, "clone", "-q", "--branch", BRANCH, str(box.repos.remote), str(tree))
+    kustomization = tree / "k8s/overlays/develop/kustomization.yaml"
+    text = kustomization.read_text()
+    digest = overlay(box, "develop")["vote"].digest or ""
+    kustomization.write_text(text.replace(digest, "sha256:" + "0" * 64))
+    git(tree, "commit", "-qam", "point vote at nothing", env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+    git(tree, "push", "-q", "origin", f"HEAD:{BRANCH}")
+    commits = manifests_commits(box)
+    with pytest.raises(PromotionError, match=r"not in the registry: .*/homelab/vote:.*sha256:0{64}"):
+        promote(box.repos.work, to="stage", env=env)
+    assert manifests_commits(box) == commits
+    assert overlay(box, "stage") == {}
+
+
+def test_promote_from_an_empty_overlay_is_an_error(box: Sandbox) -> None:
+    with pytest.raises(PromotionError, match="has no images: entries"):
+        promote(box.repos.work, to="stage", env=push_env(box, ZERO_SHA))
+
+
+def test_promote_to_an_environment_without_source_names_it(box: Sandbox) -> None:
+    with pytest.raises(PromotionError, match=r"'develop' has no promote_from"):
+        promote(box.repos.work, to="develop", env=push_env(box, ZERO_SHA))
+    with pytest.raises(ConfigError, match="pass --to ENV"):
+        promote(box.repos.work, env={})
+
+
+def test_plan_changes_nothing(box: Sandbox) -> None:
+    refs_before = run_git(box.repos.remote, "show-ref")
+    result = plan(box.repos.work, env=push_env(box, ZERO_SHA))
+    assert result.references == tuple(
+        f"{box.registry.address}/homelab/{s}:{head(box.repos)}" for s in ("result", "vote", "worker")
+    )
+    assert result.edit is not None
+    assert "+  - name: result" in result.edit.diff
+    assert run_git(box.repos.remote, "show-ref") == refs_before
+    ref = ImageRef.parse(result.references[0])
+    assert not image_exists(ref, box.registry.credentials)
+
+
+def test_token_in_the_manifests_url_appears_nowhere(
+    box: Sandbox, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    with git_http_server(box.repos.remote.parent, "gitlab-ci-token", TOKEN) as base:
+        url = f"{base.replace('http://', f'http://gitlab-ci-token:{TOKEN}@')}/remote.git"
+        env = push_env(box, ZERO_SHA, CI_REPOSITORY_URL=url)
+        result = build_develop(box.repos.work, env=env)
+    assert result.commit is not None
+    printed = capsys.readouterr()
+    assert TOKEN not in printed.out + printed.err
+    assert TOKEN not in caplog.text
+    for report in result.reports:
+        assert TOKEN not in report.read_text()
+
+
+def test_unreachable_manifests_remote_is_redacted_and_builds_nothing(box: Sandbox) -> None:
+    env = push_env(box, ZERO_SHA, CI_REPOSITORY_URL=f"http://oauth2:{TOKEN}@127.0.0.1:9/x.git")
+    with pytest.raises(GitError) as caught:
+        build_develop(box.repos.work, env=env)
+    assert TOKEN not in str(caught.value)
+    assert "http://127.0.0.1:9/x.git" in str(caught.value)
+    ref = ImageRef.parse(f"{box.registry.address}/homelab/vote:{head(box.repos)}")
+    assert not image_exists(ref, box.registry.credentials)
