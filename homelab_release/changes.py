@@ -23,6 +23,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,7 @@ BRANCH_FETCH_DEPTH = 50
 MAX_BRACE_ALTERNATIVES = 1024
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+_OBJECT_ID = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _ANY_TAIL = "(?:[^/]*/)*[^/]*"  # what ``**/*`` translates to: any rest of a path
 _MAX_CHAR = chr(0x10FFFF)
 
@@ -237,32 +239,34 @@ class Matcher:
 
     def matches_sorted(self, paths: Sequence[str]) -> bool:
         """Whether any glob matches any of ``paths``, which must be sorted."""
-        return any(self._alternative_matches(alt, paths) for alt in self.alternatives)
+        end = len(paths)
+        for alt in self.alternatives:
+            lo = bisect.bisect_left(paths, alt.prefix)
+            if lo == end or not paths[lo].startswith(alt.prefix):
+                continue  # no path starts with the prefix: the usual case, one bisection
+            if alt.tail == _ANY_TAIL or (alt.tail == "" and paths[lo] == alt.prefix):
+                return True
+            if alt.tail and self._regex_matches(paths, lo, alt.prefix):
+                return True
+        return False
 
-    def _alternative_matches(self, alt: _Translation, paths: Sequence[str]) -> bool:
-        lo, hi = _prefix_range(paths, alt.prefix)
-        if lo == hi:
-            return False
-        if alt.tail == _ANY_TAIL:
-            return True
-        if alt.tail == "":
-            return paths[lo] == alt.prefix
+    def _regex_matches(self, paths: Sequence[str], lo: int, prefix: str) -> bool:
+        hi = _prefix_end(paths, lo, prefix)
         return any(map(self.regex.fullmatch, paths[lo:hi]))
 
 
-def _prefix_range(paths: Sequence[str], prefix: str) -> tuple[int, int]:
-    """The slice of sorted ``paths`` that start with ``prefix``."""
+def _prefix_end(paths: Sequence[str], lo: int, prefix: str) -> int:
+    """The end of the block of sorted ``paths`` that starts at ``lo`` and starts with ``prefix``."""
     if not prefix:
-        return 0, len(paths)
-    lo = bisect.bisect_left(paths, prefix)
+        return len(paths)
     stem = prefix.rstrip(_MAX_CHAR)
-    if stem != prefix:  # only for paths holding U+10FFFF: walk the (contiguous) block instead
+    if stem != prefix:  # only for paths holding U+10FFFF: walk the block
         hi = lo
         while hi < len(paths) and paths[hi].startswith(prefix):
             hi += 1
-        return lo, hi
+        return hi
     successor = stem[:-1] + chr(ord(stem[-1]) + 1)  # just above every string starting with stem
-    return lo, bisect.bisect_left(paths, successor, lo)
+    return bisect.bisect_left(paths, successor, lo)
 
 
 def _translate_or_none(pattern: str) -> _Translation | None:
@@ -337,16 +341,52 @@ class ChangeSet:
 def changed_files(repo: Path | str, base: str, head: str) -> tuple[str, ...]:
     """The sorted paths that differ between ``base`` and ``head`` (deletions and both sides of a
     rename included), as ``git diff-tree -r --no-renames`` lists them."""
+    return _diff_tree(repo, base, head)
+
+
+def _diff_tree(repo: Path | str, base: str, head: str, *options: str) -> tuple[str, ...]:
     out = git.git(
-        repo, "diff-tree", "-r", "--no-renames", "--name-only", "-z", "--end-of-options", base, head
-    )
+        repo, "diff-tree", "-r", "--no-renames", "--name-only", "-z", *options, "--end-of-options",
+        base, head,
+    )  # fmt: skip
     return tuple(sorted(filter(None, out.split("\0"))))
+
+
+def _diff_from_merge_base(repo: Path | str, base: str, head: str) -> tuple[str, ...] | None:
+    """``changed_files`` from the merge base, or None when git finds no single merge base."""
+    try:
+        return _diff_tree(repo, base, head, "--merge-base")
+    except CommandError:
+        return None
 
 
 @dataclass(frozen=True)
 class _Base:
     sha: str | None
     reason: str
+    files: tuple[str, ...] | None = None  # already listed, when known
+
+
+def _resolve_all(repo: Path | str, refs: Sequence[str]) -> list[str | None]:
+    """The commits ``refs`` name (None where one names none), asked in one git process when all
+    of them do (the common case), one by one otherwise."""
+    if not any(ref.startswith("-") for ref in refs):
+        try:
+            out = git.git(repo, "rev-parse", *(f"{ref}^{{commit}}" for ref in refs)).split()
+        except CommandError:
+            out = []
+        if len(out) == len(refs) and all(map(_OBJECT_ID.match, out)):
+            return list(out)
+    return [git.resolve(repo, ref) for ref in refs]
+
+
+def _require_commits(repo: Path | str, refs: Mapping[str, str]) -> dict[str, str]:
+    """The SHA of each ``{role: ref}``; fetches a missing SHA, else :class:`GitError` naming it."""
+    resolved = _resolve_all(repo, list(refs.values()))
+    return {
+        role: sha or _require_commit(repo, ref, role)
+        for (role, ref), sha in zip(refs.items(), resolved, strict=True)
+    }
 
 
 def _short(sha: str) -> str:
@@ -409,41 +449,60 @@ def _deepened(repo: Path | str, probe: Callable[[], str | None], *wants: str) ->
     return result
 
 
+def _try_merge_base(repo: Path | str, one: str, two: str) -> str | None:
+    try:
+        return git.git(repo, "merge-base", one, two).strip() or None
+    except CommandError:
+        return None
+
+
 def _merge_base(repo: Path | str, one: str, two: str) -> str | None:
     """The merge base of two commits, deepening a shallow clone as needed; None when none."""
-
-    def probe() -> str | None:
-        try:
-            return git.git(repo, "merge-base", one, two).strip() or None
-        except CommandError:
-            return None
-
-    return _deepened(repo, probe, one, two)
+    return _deepened(repo, lambda: _try_merge_base(repo, one, two), one, two)
 
 
 _GIVE_UP = "every service counts as changed"
 _BOUND = f"deepening the clone by up to {sum(DEEPEN_STEPS)} commits"
 
 
-def _explicit_base(repo: Path | str, ref: str, head: str) -> _Base:
-    """GitLab's ``compare_to``: from the merge base of ``ref`` and ``head``."""
-    sha = _require_commit(repo, ref, "base")
-    merge_base = _merge_base(repo, sha, head)
+def _explicit_base(repo: Path | str, ref: str, head: str) -> tuple[str, _Base]:
+    """GitLab's ``compare_to``: from the merge base of ``ref`` and ``head``; returns head's SHA.
+
+    ``git diff-tree --merge-base`` runs alongside the resolution and ``git merge-base`` (all are
+    read-only), from the start when both are full SHAs (they cannot move meanwhile); its answer
+    is thrown away when the clone has to be fetched or deepened first.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        early = None
+        if _SHA.match(ref) and _SHA.match(head):
+            early = pool.submit(_diff_from_merge_base, repo, ref, head)
+        shas = _require_commits(repo, {"head": head, "base": ref})
+        sha, head = shas["base"], shas["head"]
+        early = early or pool.submit(_diff_from_merge_base, repo, sha, head)
+        merge_base = _try_merge_base(repo, sha, head)
+        files = early.result()
     if merge_base is None:
-        return _Base(
+        files = None
+        merge_base = _merge_base(repo, sha, head)
+    if merge_base is None:
+        return head, _Base(
             None, f"base {ref} and head {_short(head)} have no common ancestor; {_GIVE_UP}"
         )
-    return _Base(
-        merge_base,
+    reason = (
         f"compared the merge base {_short(merge_base)} of {ref} and head {_short(head)} "
-        "with the head (explicit base)",
+        "with the head (explicit base)"
     )
+    return head, _Base(merge_base, reason, files)
 
 
-def _direct_base(repo: Path | str, sha: str, head: str, kind: str, variable: str) -> _Base:
-    """A tree diff from the commit a CI variable names, fetched or deepened into reach."""
+def _direct_base(
+    repo: Path | str, head: str, kind: str, variable: str, sha: str, *, known: str | None
+) -> _Base:
+    """A tree diff from the commit a CI variable names (``known`` when already resolved),
+    fetched or deepened into reach."""
     found = (
-        git.resolve(repo, sha)
+        known
+        or git.resolve(repo, sha)
         or _fetch_commit(repo, sha)
         or _deepened(repo, lambda: git.resolve(repo, sha), head)
     )
@@ -538,19 +597,32 @@ def base_from_env(
     branch. The SHA is None, and the reason says why, when no base can be found.
     """
     env = os.environ if env is None else env
-    found = _env_base(repo, head, env, default_branch)
+    _, found = _env_base(repo, head, env, default_branch)
     return found.sha, found.reason
 
 
-def _env_base(repo: Path | str, head: str, env: Mapping[str, str], default_branch: str) -> _Base:
+def _env_commit(env: Mapping[str, str]) -> tuple[str, str, str] | None:
+    """The pipeline kind, variable and SHA of a direct comparison, when the variables give one."""
     merge_request = env.get("CI_MERGE_REQUEST_DIFF_BASE_SHA", "")
     if merge_request:
-        kind = "merge request pipeline"
-        return _direct_base(repo, merge_request, head, kind, "CI_MERGE_REQUEST_DIFF_BASE_SHA")
+        return "merge request pipeline", "CI_MERGE_REQUEST_DIFF_BASE_SHA", merge_request
     before = env.get("CI_COMMIT_BEFORE_SHA", "")
     if before.strip("0"):
-        return _direct_base(repo, before, head, "push pipeline", "CI_COMMIT_BEFORE_SHA")
-    return _default_branch_base(repo, head, env, default_branch)
+        return "push pipeline", "CI_COMMIT_BEFORE_SHA", before
+    return None
+
+
+def _env_base(
+    repo: Path | str, head: str, env: Mapping[str, str], default_branch: str
+) -> tuple[str, _Base]:
+    """Resolve ``head`` (with the CI variable's commit, in one process); return its SHA and base."""
+    direct = _env_commit(env)
+    refs = [head, direct[2]] if direct else [head]
+    resolved = _resolve_all(repo, refs)
+    head = resolved[0] or _require_commit(repo, head, "head")
+    if direct:
+        return head, _direct_base(repo, head, *direct, known=resolved[1])
+    return head, _default_branch_base(repo, head, env, default_branch)
 
 
 # -- detect_changes --------------------------------------------------------------------------
@@ -574,17 +646,15 @@ def detect_changes(
     When no base can be found, every service counts as changed and ``reason`` says why.
     """
     env = os.environ if env is None else env
-    head_sha = _require_commit(repo, head, "head")
     if services is None:
         config = config or load_config(git.toplevel(repo), env)
         services = {s.name: s.paths for s in config.services}
     matchers = compile_services(services, config.where if config else "services")
     always = _always(config)
-    found = (
-        _explicit_base(repo, base, head_sha)
-        if base is not None
-        else _env_base(repo, head_sha, env, config.default_branch if config else "")
-    )
+    if base is not None:
+        head_sha, found = _explicit_base(repo, base, head)
+    else:
+        head_sha, found = _env_base(repo, head, env, config.default_branch if config else "")
     return _change_set(repo, found, head_sha, matchers, always)
 
 
@@ -608,7 +678,7 @@ def _change_set(
     if found.sha is None:
         log.warning("%s", found.reason)
         return ChangeSet(None, head, (), everything, found.reason)
-    files = changed_files(repo, found.sha, head)
+    files = changed_files(repo, found.sha, head) if found.files is None else found.files
     if always is not None and always.matches_sorted(files):
         trigger = next(f for f in files if always.regex.fullmatch(f))
         reason = f"{found.reason}; {trigger} matches changes.always, so {_GIVE_UP}"

@@ -24,9 +24,11 @@ def seeded(repo: GitRepo) -> GitRepo:
     return repo
 
 
-def detect(repo: GitRepo | Path, env: dict[str, str], **kwargs: str) -> changes.ChangeSet:
+def detect(
+    repo: GitRepo | Path, env: dict[str, str], base: str | None = None, head: str = "HEAD"
+) -> changes.ChangeSet:
     path = repo.path if isinstance(repo, GitRepo) else repo
-    return detect_changes(path, services=SERVICES, env=env, **kwargs)
+    return detect_changes(path, base=base, head=head, services=SERVICES, env=env)
 
 
 def push_env(before: str) -> dict[str, str]:
