@@ -37,7 +37,7 @@ class Shape:
     runs: int
 
 
-FULL = Shape(services=500, files=200, changed=10_000, runs=9)
+FULL = Shape(services=500, files=200, changed=10_000, runs=31)
 QUICK = Shape(services=50, files=40, changed=500, runs=3)
 
 
@@ -101,13 +101,16 @@ def build_repo(root: Path, shape: Shape) -> tuple[str, str]:
     return first, second
 
 
-def median_seconds(action: Callable[[], object], runs: int) -> float:
-    times = []
+def interleaved_medians(actions: list[Callable[[], object]], runs: int) -> list[float]:
+    """Median seconds of each action, timed in turn within every round so that load from other
+    processes on the machine falls on all of them alike."""
+    times: list[list[float]] = [[] for _ in actions]
     for _ in range(runs):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for action, samples in zip(actions, times, strict=True):
+            start = time.perf_counter()
+            action()
+            samples.append(time.perf_counter() - start)
+    return [statistics.median(samples) for samples in times]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,10 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"detect_changes first call (compiles {shape.services * 3} globs): {cold * 1000:.1f} ms"
         )
-        diff()
-        git_time = median_seconds(diff, runs)
-        detect_time = median_seconds(detect, runs)
-        push_time = median_seconds(detect_push, runs)
+        git_time, detect_time, push_time = interleaved_medians([diff, detect, detect_push], runs)
         print(f"git diff --name-only               median of {runs}: {git_time * 1000:.1f} ms")
         print(f"detect_changes(base=first)         median of {runs}: {detect_time * 1000:.1f} ms")
         print(f"detect_changes(push pipeline env)  median of {runs}: {push_time * 1000:.1f} ms")
