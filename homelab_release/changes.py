@@ -580,9 +580,27 @@ def _default_branch_base(
             f"{kind}: head {_short(head)} has no merge base with {name}, even after {_BOUND}; "
             f"{_GIVE_UP}",
         )
+    if merge_base == head and _is_new_branch_push(env):
+        # The first push of the default branch itself: no earlier commit says what is new.
+        return _Base(
+            None,
+            f"{kind}: head {_short(head)} is the tip of {name}, so nothing earlier is known to "
+            f"be deployed; {_GIVE_UP}",
+        )
     return _Base(
         merge_base,
         f"{kind}: compared the merge base {_short(merge_base)} with {name} to head {_short(head)}",
+    )
+
+
+def _is_new_branch_push(env: Mapping[str, str]) -> bool:
+    before = env.get("CI_COMMIT_BEFORE_SHA")
+    source = env.get("CI_PIPELINE_SOURCE", "push")
+    return (
+        before is not None
+        and not before.strip("0")
+        and source == "push"
+        and not env.get("CI_COMMIT_TAG")
     )
 
 

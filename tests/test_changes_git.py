@@ -435,3 +435,20 @@ def test_shallow_clone_without_the_base_anywhere_means_every_service(
     assert change.base is None
     assert change.services == ALL
     assert "even after fetching it and deepening" in change.reason
+
+
+def test_first_push_of_the_default_branch_counts_every_service(repo: GitRepo) -> None:
+    first = repo.commit("services", "vote/a", "result/b")
+    env = {
+        "GITLAB_CI": "true",
+        "CI_PIPELINE_SOURCE": "push",
+        "CI_COMMIT_BEFORE_SHA": "0" * 40,
+        "CI_DEFAULT_BRANCH": "main",
+    }
+    changes = detect_changes(
+        repo.path, services={"vote": ["vote/**/*"], "result": ["result/**/*"]}, env=env
+    )
+    assert changes.base is None
+    assert changes.head == first
+    assert changes.services == ("result", "vote")
+    assert "is the tip of main" in changes.reason
