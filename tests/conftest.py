@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,3 +27,13 @@ def _clean_ci_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("CI_", "GITLAB_")) and name != "CI":
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _reset_cli_logging() -> Iterator[None]:
+    """``cli.main`` points the package logger at the (captured) stderr; undo it after each test."""
+    yield
+    logger = logging.getLogger("homelab_release")
+    logger.handlers.clear()
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True

@@ -149,6 +149,8 @@ def test_failed_build_leaves_its_entry_and_fails_the_command(
 
 def test_concurrent_pipelines_lose_no_update(box: Sandbox) -> None:
     shutil.copytree(box.repos.work / "worker", box.repos.work / "poll")
+    config = box.repos.work / "homelab-release.toml"
+    config.write_text(config.read_text() + '\n[services.poll]\nkustomize_name = "poll"\n')
     base = box.repos.commit("add poll")
     first_build(box)
     shas, befores = [], []
@@ -162,7 +164,7 @@ def test_concurrent_pipelines_lose_no_update(box: Sandbox) -> None:
     def run(before: str, sha: str) -> None:
         try:
             result = build_develop(box.repos.work, head=sha, env=push_env(box, before, sha))
-            assert result.commit is not None
+            assert result.commit is not None, (result.builds, result.changes)
         except BaseException as err:  # reported below
             errors.append(err)
 
@@ -202,10 +204,23 @@ def test_promote_refuses_images_missing_from_the_registry(box: Sandbox) -> None:
     text = kustomization.read_text()
     digest = overlay(box, "develop")["vote"].digest or ""
     kustomization.write_text(text.replace(digest, "sha256:" + "0" * 64))
-    git(tree, "commit", "-qam", "point vote at nothing", env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+    git(
+        tree,
+        "commit",
+        "-qam",
+        "point vote at nothing",
+        env={
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@t",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@t",
+        },
+    )
     git(tree, "push", "-q", "origin", f"HEAD:{BRANCH}")
     commits = manifests_commits(box)
-    with pytest.raises(PromotionError, match=r"not in the registry: .*/homelab/vote:.*sha256:0{64}"):
+    with pytest.raises(
+        PromotionError, match=r"not in the registry: .*/homelab/vote:.*sha256:0{64}"
+    ):
         promote(box.repos.work, to="stage", env=env)
     assert manifests_commits(box) == commits
     assert overlay(box, "stage") == {}
@@ -227,7 +242,8 @@ def test_plan_changes_nothing(box: Sandbox) -> None:
     refs_before = run_git(box.repos.remote, "show-ref")
     result = plan(box.repos.work, env=push_env(box, ZERO_SHA))
     assert result.references == tuple(
-        f"{box.registry.address}/homelab/{s}:{head(box.repos)}" for s in ("result", "vote", "worker")
+        f"{box.registry.address}/homelab/{s}:{head(box.repos)}"
+        for s in ("result", "vote", "worker")
     )
     assert result.edit is not None
     assert "+  - name: result" in result.edit.diff
