@@ -14,9 +14,9 @@ from homelab_release.demo import Sandbox
 from homelab_release.errors import ConfigError, GitError, PromotionError
 from homelab_release.example import ExampleRepos, create_example_repos
 from homelab_release.git import ZERO_SHA, git
+from homelab_release.images import ImageRef
 from homelab_release.overlay import ImageEntry, read_overlay_images
 from homelab_release.registry import image_exists
-from homelab_release.images import ImageRef
 from homelab_release.sandbox import DockerEngine, LocalRegistry
 from homelab_release.workflows import BuildDevelopResult, build_develop, plan, promote
 from tests.githttp import git_http_server
