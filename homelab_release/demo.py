@@ -117,4 +117,3 @@ class _Narrator:
 
     def result(self, text: str) -> None:
         print(text, file=self.out, flush=True)
-

@@ -168,7 +168,7 @@ def _build_one(job: _Job, service: Service, registry: str) -> ServiceBuild:
     seconds = time.monotonic() - started
     log.info("%s: pushed %s@%s (%.1fs)", service.name, repository, built.digest, seconds)
     return ServiceBuild(
-        service.name, repository, job.tag, ok=True, digest=built.digest, seconds=seconds
+        service.name, repository, job.tag, ok=True, digest=built.digest or "", seconds=seconds
     )
 
 
