@@ -200,6 +200,7 @@ class Flow:
     develop: PipelineRun
     stage: PipelineRun
     registry: LocalRegistry
+    manifests_url: str  # served over HTTP, Basic auth oauth2:TOKEN
 
     def overlay(self, commit: str, environment: str) -> dict[str, Any]:
         text = git(
@@ -253,7 +254,8 @@ def flow(
         after_develop = _tip(repos)
         git(repos.work, "checkout", "--quiet", "-b", "stage")
         stage = run_pipeline(repos.work, variables=variables)
-    return Flow(repos, change, (tip, after_develop, _tip(repos)), develop, stage, registry)
+    manifests = (tip, after_develop, _tip(repos))
+    return Flow(repos, change, manifests, develop, stage, registry, f"{url}/remote.git")
 
 
 def _tip(repos: ExampleRepos) -> str:
@@ -320,7 +322,10 @@ def test_stage_pipeline_promotes_the_develop_images(flow: Flow) -> None:
     assert "[skip ci]" in git(flow.repos.remote, "log", "-1", "--format=%B", commit)
 
 
-def test_no_secret_in_any_output_or_report(flow: Flow) -> None:
+def test_pushes_use_gitlab_token_and_no_secret_is_shown(flow: Flow) -> None:
+    # The server accepts only oauth2:TOKEN: a commit there means GITLAB_TOKEN won over the job token.
+    assert f"to {BRANCH} of {flow.manifests_url}" in flow.develop.output
+    assert len(flow.commits(flow.manifests[0], flow.manifests[2])) == 2
     secrets = (TOKEN, JOB_TOKEN, flow.registry.credentials.password.secret)
     texts = [flow.develop.output, flow.stage.output]
     written = [flow.repos.work / "build.env", flow.repos.work / "release-report.json"]
