@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
+import select
 import subprocess
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -39,31 +40,77 @@ def run(
     argv = tuple(argv)
     secrets = tuple(secrets)
     shown = tuple(redact(arg, secrets) for arg in argv)
-    if shutil.which(argv[0]) is None:
-        raise ReleaseError(f"Cannot find command {argv[0]!r}: is it installed and on PATH?")
     full_env = {**os.environ, **env} if env else None
     log.debug("running %s", " ".join(shown))
     try:
-        proc = subprocess.run(
-            argv,
-            cwd=cwd,
-            env=full_env,
-            input=input_text,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        returncode, stdout, stderr = _communicate(argv, cwd, full_env, input_text, timeout)
     except subprocess.TimeoutExpired as err:
         output = _decode(err.stdout) + _decode(err.stderr)
         raise CommandError(
             shown, -1, redact(output, secrets), f"timed out after {timeout:g}s"
         ) from None
-    if proc.returncode != 0:
-        output = redact(proc.stdout + proc.stderr, secrets)
-        log.debug("%s exited %d:\n%s", shown[0], proc.returncode, output)
-        raise CommandError(shown, proc.returncode, output, hint)
-    return proc.stdout
+    if returncode != 0:
+        output = redact(stdout + stderr, secrets)
+        log.debug("%s exited %d:\n%s", shown[0], returncode, output)
+        raise CommandError(shown, returncode, output, hint)
+    return stdout
+
+
+def _communicate(
+    argv: tuple[str, ...],
+    cwd: Path | str | None,
+    env: Mapping[str, str] | None,
+    input_text: str | None,
+    timeout: float,
+) -> tuple[int, str, str]:
+    """``subprocess.run(argv, capture_output=True, text=True, timeout=timeout)``, minus its
+    polling: exit code, stdout and stderr; the process is killed when the timeout passes."""
+    stdin = subprocess.PIPE if input_text is not None else None
+    pipe = subprocess.PIPE
+    try:
+        child = _Process(argv, cwd=cwd, env=env, stdin=stdin, stdout=pipe, stderr=pipe, text=True)
+    except (FileNotFoundError, PermissionError) as err:
+        if err.filename != argv[0]:
+            raise  # the working directory, not the program
+        raise ReleaseError(
+            f"Cannot find command {argv[0]!r}: is it installed and on PATH?"
+        ) from None
+    with child:
+        try:
+            stdout, stderr = child.communicate(input_text, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            raise
+    return child.returncode, stdout, stderr
+
+
+class _Process(subprocess.Popen[str]):
+    """A ``Popen`` whose ``wait(timeout)`` sleeps until the child exits.
+
+    CPython's ``wait`` with a timeout polls after 1, 2, 4 ... ms, and a child has usually closed
+    its output a moment before it exits, so each command paid about a millisecond of sleep.
+    """
+
+    def wait(self, timeout: float | None = None) -> int:
+        if timeout is not None and self.returncode is None:
+            deadline = time.monotonic() + timeout
+            _sleep_until_exit(self.pid, timeout)
+            timeout = max(deadline - time.monotonic(), 0.0)
+        return super().wait(timeout)
+
+
+def _sleep_until_exit(pid: int, timeout: float) -> None:
+    """Block until the (unreaped) child ``pid`` exits or ``timeout`` passes; return at once
+    where pidfds are not available (``wait`` then polls as usual)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return
+    try:
+        select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
 
 
 def _decode(data: bytes | str | None) -> str:
