@@ -13,13 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from homelab_release import ci
-from homelab_release.config import Environment, ReleaseConfig, load_config
+from homelab_release.config import Environment, ReleaseConfig
 from homelab_release.errors import CommandError, OverlayError
-from homelab_release.git import git, toplevel
+from homelab_release.git import git
 from homelab_release.gitops import checkout
 from homelab_release.overlay import ImageEntry, read_overlay_images
-from homelab_release.workflows import manifests_remote
+from homelab_release.workflows import Pipeline
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -60,12 +59,11 @@ def environment_status(
     env: Mapping[str, str] | None = None,
 ) -> Status:
     """Read every environment's overlay from the manifests branch (a temporary shallow checkout)."""
-    root = toplevel(repo)
-    cfg = config or load_config(root, env)
-    remote = manifests_remote(cfg, ci.CiContext.from_env(env), root)
-    with checkout(remote) as tree:
+    run = Pipeline.open(repo, config, env)
+    cfg = run.cfg
+    with checkout(run.remote()) as tree:
         raw = {e.name: _read(tree, e) for e in cfg.environments}
-    images = {name: _images(cfg, root, entries) for name, (entries, _) in raw.items()}
+    images = {name: _images(cfg, run.root, entries) for name, (entries, _) in raw.items()}
     statuses = tuple(
         EnvironmentStatus(
             e.name,

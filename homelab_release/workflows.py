@@ -87,6 +87,45 @@ class PromoteResult:
         return self.published.commit if self.published else None
 
 
+@dataclass(frozen=True)
+class Pipeline:
+    """The monorepo, its configuration and the CI variables that one workflow run works with."""
+
+    root: Path
+    cfg: ReleaseConfig
+    context: ci.CiContext
+    env: Mapping[str, str] | None = None
+
+    @classmethod
+    def open(
+        cls,
+        repo: Path | str = ".",
+        config: ReleaseConfig | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Pipeline:
+        """Find the monorepo's root, load its configuration (unless given) and read ``env``."""
+        root = toplevel(repo)
+        return cls(root, config or load_config(root, env), ci.CiContext.from_env(env), env)
+
+    def detect(self, base: str | None, head: str) -> tuple[ChangeSet, str]:
+        """The changed services and the image tag: ``CI_COMMIT_SHA``, else the head commit."""
+        changes = detect_changes(self.root, base=base, head=head, config=self.cfg, env=self.env)
+        log.info("changes: %s", changes.reason)
+        return changes, self.context.commit_sha or changes.head
+
+    def remote(self) -> ManifestsRemote:
+        """The manifests repository: ``manifests.url``, else ``CI_REPOSITORY_URL``, else origin."""
+        url = self.cfg.manifests_url or self.context.repository_url.secret or _origin_url(self.root)
+        if not url:
+            raise ConfigError(
+                f"no manifests repository: set manifests.url in homelab-release.toml, or add an "
+                f"'origin' remote to {self.root}"
+            )
+        token = self.context.git_token if self.context.git_token else None
+        branch = self.cfg.manifests_branch
+        return ManifestsRemote.from_url(url, branch, token, self.context.git_user)
+
+
 # -- build_develop ---------------------------------------------------------------------------
 
 
@@ -102,45 +141,38 @@ def build_develop(
     report_dir: Path | str | None = None,
 ) -> BuildDevelopResult:
     """Build the changed services and write their images into ``environment``'s overlay."""
-    root = toplevel(repo)
-    context = ci.CiContext.from_env(env)
-    cfg = config or load_config(root, env)
-    target = cfg.environment(environment)
-    changes = detect_changes(root, base=base, head=head, config=cfg, env=env)
-    tag = context.commit_sha or changes.head
-    log.info("changes: %s", changes.reason)
+    run = Pipeline.open(repo, config, env)
+    target = run.cfg.environment(environment)
+    changes, tag = run.detect(base, head)
+    reports = Path(report_dir or run.context.project_dir or run.root)
     if not changes.services:
         log.info("no service changed: nothing to build")
-        result = BuildDevelopResult(environment, changes, tag)
-        return _with_reports(result, _report_dir(report_dir, context, root))
-    created = git(root, "show", "-s", "--format=%cI", changes.head).strip()
-    job = _Job(cfg, root, context, tag, RegistryCredentials.from_env(env), env, created)
-    remote = manifests_remote(cfg, context, root)
+        return _with_reports(BuildDevelopResult(environment, changes, tag), reports)
+    created = git(run.root, "show", "-s", "--format=%cI", changes.head).strip()
+    job = _Job(run, tag, RegistryCredentials.from_env(env), created)
+    remote = run.remote()
     with checkout(remote) as tree:
         _require_overlay(tree, target, remote)
         builds = _build_all(job, changes.services, workers)
-        entries = tuple(_entry(cfg, b) for b in builds if b.ok)
+        entries = tuple(_entry(run.cfg, b) for b in builds if b.ok)
         edit, published = _write_entries(job, tree, remote, target, entries)
     result = BuildDevelopResult(environment, changes, tag, builds, edit, published)
-    return _with_reports(result, _report_dir(report_dir, context, root))
+    return _with_reports(result, reports)
 
 
 @dataclass(frozen=True)
 class _Job:
     """What every step of one build_develop run shares."""
 
-    cfg: ReleaseConfig
-    root: Path
-    context: ci.CiContext
+    run: Pipeline
     tag: str
     credentials: RegistryCredentials | None
-    env: Mapping[str, str] | None
     created: str
 
 
 def _build_all(job: _Job, names: Sequence[str], workers: int) -> tuple[ServiceBuild, ...]:
-    registry = job.cfg.require_registry()
-    services = [job.cfg.service(name) for name in names]
+    registry = job.run.cfg.require_registry()
+    services = [job.run.cfg.service(name) for name in names]
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(services)))) as pool:
         return tuple(pool.map(lambda service: _build_one(job, service, registry), services))
 
@@ -151,16 +183,16 @@ def _build_one(job: _Job, service: Service, registry: str) -> ServiceBuild:
     log.info("%s: building %s:%s", service.name, repository, job.tag[:12])
     try:
         built = build_image(
-            context=job.root / service.context,
-            dockerfile=job.root / service.dockerfile,
+            context=job.run.root / service.context,
+            dockerfile=job.run.root / service.dockerfile,
             repository=repository,
             tags=(job.tag, "latest"),
             credentials=job.credentials,
             revision=job.tag,
-            source=job.context.project_url or None,
-            insecure_registries=job.cfg.insecure_registries,
+            source=job.run.context.project_url or None,
+            insecure_registries=job.run.cfg.insecure_registries,
             labels={CREATED_LABEL: job.created},
-            env=job.env,
+            env=job.run.env,
         )
     except ReleaseError as err:
         log.error("%s: build failed: %s", service.name, err)  # noqa: TRY400 (expected failure)
@@ -192,12 +224,12 @@ def _write_entries(
         return apply_overlay_entries(checkout_root / target.overlay, entries)
 
     def message(edit: OverlayEdit) -> str:
-        names = ", ".join(sorted(_services_of(job.cfg, entries)))
+        names = ", ".join(sorted(_services_of(job.run.cfg, entries)))
         body = "\n".join(f"{e.name}: {e.reference}" for e in entries)
-        trailers = {"Source-Commit": job.tag, "Pipeline": job.context.pipeline_url}
+        trailers = {"Source-Commit": job.tag, "Pipeline": job.run.context.pipeline_url}
         return commit_message(f"{target.name}: update {names}", body, trailers)
 
-    return publish(tree, remote, apply, message, author=job.cfg.author)
+    return publish(tree, remote, apply, message, author=job.run.cfg.author)
 
 
 def _services_of(cfg: ReleaseConfig, entries: Sequence[ImageEntry]) -> list[str]:
@@ -219,17 +251,16 @@ def promote(
     env: Mapping[str, str] | None = None,
 ) -> PromoteResult:
     """Copy the image entries of the target's ``promote_from`` overlay into the target overlay."""
-    root = toplevel(repo)
-    context = ci.CiContext.from_env(env)
-    cfg = config or load_config(root, env)
-    target = _target_environment(cfg, to, context)
+    run = Pipeline.open(repo, config, env)
+    cfg = run.cfg
+    target = _target_environment(cfg, to, run.context)
     if target.promote_from is None:
         raise PromotionError(
             f"environment {target.name!r} has no promote_from; set "
             f"environments.{target.name}.promote_from in homelab-release.toml"
         )
     source = cfg.environment(target.promote_from)
-    remote = manifests_remote(cfg, context, root)
+    remote = run.remote()
     credentials = RegistryCredentials.from_env(env)
 
     def apply(tree: Path) -> Promotion:
@@ -246,7 +277,7 @@ def promote(
     def message(promotion: Promotion) -> str:
         names = ", ".join(change.name.rsplit("/", 1)[-1] for change in promotion.changes)
         body = "\n".join(f"{c.name}: {c.after.reference}" for c in promotion.changes)
-        trailers = {"Promoted-From": source.name, "Pipeline": context.pipeline_url}
+        trailers = {"Promoted-From": source.name, "Pipeline": run.context.pipeline_url}
         return commit_message(f"{target.name}: promote {names} from {source.name}", body, trailers)
 
     with checkout(remote) as tree:
@@ -305,18 +336,16 @@ def plan(
 
     Digests are only known after a build, so the planned develop entries carry the tag alone.
     """
-    root = toplevel(repo)
-    context = ci.CiContext.from_env(env)
-    cfg = config or load_config(root, env)
+    run = Pipeline.open(repo, config, env)
+    cfg = run.cfg
     target = cfg.environment(environment)
-    changes = detect_changes(root, base=base, head=head, config=cfg, env=env)
-    tag = context.commit_sha or changes.head
+    changes, tag = run.detect(base, head)
     registry = cfg.require_registry() if changes.services else cfg.registry
     entries = tuple(
         ImageEntry(s.overlay_name(registry), s.image_repository(registry), tag)
         for s in map(cfg.service, changes.services)
     )
-    with checkout(manifests_remote(cfg, context, root)) as tree:
+    with checkout(run.remote()) as tree:
         edit = (
             apply_overlay_entries(tree / target.overlay, entries, dry_run=True) if entries else None
         )
@@ -341,18 +370,6 @@ def _plan_promotion(tree: Path, cfg: ReleaseConfig, target: Environment) -> Plan
 # -- shared ----------------------------------------------------------------------------------
 
 
-def manifests_remote(cfg: ReleaseConfig, context: ci.CiContext, root: Path) -> ManifestsRemote:
-    """The manifests repository: ``manifests.url``, else ``CI_REPOSITORY_URL``, else ``origin``."""
-    url = cfg.manifests_url or context.repository_url.secret or _origin_url(root)
-    if not url:
-        raise ConfigError(
-            f"no manifests repository: set manifests.url in homelab-release.toml, or add an "
-            f"'origin' remote to {root}"
-        )
-    token = context.git_token if context.git_token else None
-    return ManifestsRemote.from_url(url, cfg.manifests_branch, token, context.git_user)
-
-
 def _origin_url(root: Path) -> str:
     remotes = git(root, "remote").split()
     return git(root, "remote", "get-url", "origin").strip() if "origin" in remotes else ""
@@ -366,10 +383,6 @@ def _require_overlay(tree: Path, environment: Environment, remote: ManifestsRemo
             f"branch {remote.branch} of {remote.shown}; create it or set "
             f"environments.{environment.name}.overlay"
         )
-
-
-def _report_dir(explicit: Path | str | None, context: ci.CiContext, root: Path) -> Path:
-    return Path(explicit or context.project_dir or root)
 
 
 def _with_reports(result: BuildDevelopResult, folder: Path) -> BuildDevelopResult:
