@@ -44,6 +44,7 @@ def create_example_repos(
     dest: Path, *, source: Path = EXAMPLE, busybox: Path = BUSYBOX
 ) -> ExampleRepos:
     """Create ``dest/remote.git`` and ``dest/monorepo`` from the example in ``source``."""
+    dest = dest.resolve()
     if not (source / "monorepo").is_dir() or not (source / "manifests").is_dir():
         raise ReleaseError(f"{source} does not hold the example (monorepo/ and manifests/)")
     if not busybox.is_file():
