@@ -276,3 +276,23 @@ def test_unreachable_manifests_remote_is_redacted_and_builds_nothing(box: Sandbo
     assert "http://127.0.0.1:9/x.git" in str(caught.value)
     ref = ImageRef.parse(f"{box.registry.address}/homelab/vote:{head(box.repos)}")
     assert not image_exists(ref, box.registry.credentials)
+
+
+def test_cli_plan_and_promote_dry_run_write_nothing(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for key, value in push_env(box, ZERO_SHA).items():
+        monkeypatch.setenv(key, value)
+    assert main(["plan", "--repo", str(box.repos.work)]) == 0
+    out = capsys.readouterr().out
+    assert "build-develop would build and push 3 image(s):" in out
+    assert "+  - name: vote" in out
+    assert "promote develop -> stage: cannot promote: source overlay" in out
+    first_build(box)
+    commits = manifests_commits(box)
+    assert main(["promote", "--to", "stage", "--dry-run", "--repo", str(box.repos.work)]) == 0
+    out = capsys.readouterr().out
+    assert "promote develop -> stage:" in out
+    assert "dry run: nothing written" in out
+    assert "+  - name: worker" in out
+    assert manifests_commits(box) == commits
