@@ -222,12 +222,15 @@ class Matcher:
 
     Each brace-free alternative is indexed by its literal prefix, so only the paths that start
     with it (found by bisection in the sorted list) are looked at; ``dir/**/*`` and exact paths
-    need no regex at all. The one regex for all the globs is compiled on first use.
+    need no regex at all. One bisection for the ``stem`` all the prefixes share (typically the
+    service's folder) rules out most services at once. The one regex for all the globs is
+    compiled on first use.
     """
 
     globs: tuple[str, ...]
     alternatives: tuple[_Translation, ...]
     pattern: str
+    stem: str = ""
     _compiled: list[re.Pattern[str]] = field(default_factory=list, repr=False, compare=False)
 
     @property
@@ -240,6 +243,9 @@ class Matcher:
     def matches_sorted(self, paths: Sequence[str]) -> bool:
         """Whether any glob matches any of ``paths``, which must be sorted."""
         end = len(paths)
+        lo = bisect.bisect_left(paths, self.stem)
+        if lo == end or not paths[lo].startswith(self.stem):
+            return False
         for alt in self.alternatives:
             lo = bisect.bisect_left(paths, alt.prefix)
             if lo == end or not paths[lo].startswith(alt.prefix):
@@ -251,8 +257,10 @@ class Matcher:
         return False
 
     def _regex_matches(self, paths: Sequence[str], lo: int, prefix: str) -> bool:
+        if self.regex.fullmatch(paths[lo]):
+            return True  # often the first candidate matches: no need to find where they end
         hi = _prefix_end(paths, lo, prefix)
-        return any(map(self.regex.fullmatch, paths[lo:hi]))
+        return any(map(self.regex.fullmatch, paths[lo + 1 : hi]))
 
 
 def _prefix_end(paths: Sequence[str], lo: int, prefix: str) -> int:
@@ -289,7 +297,17 @@ def compile_globs(globs: tuple[str, ...]) -> Matcher:
         except GlobError as err:
             raise GlobError(f"pattern {glob!r}: {err}") from None
     pattern = "|".join(dict.fromkeys(a.regex for a in alternatives)) or "(?!)"
-    return Matcher(globs, tuple(alternatives), pattern)
+    stem = _common_prefix([a.prefix for a in alternatives])
+    return Matcher(globs, tuple(alternatives), pattern, stem)
+
+
+def _common_prefix(texts: Sequence[str]) -> str:
+    """The longest string that every one of ``texts`` starts with ("" when there are none)."""
+    if not texts:
+        return ""
+    low, high = min(texts), max(texts)  # the first and last share what all of them share
+    end = next((i for i, (a, b) in enumerate(zip(low, high, strict=False)) if a != b), len(low))
+    return low[:end]
 
 
 def matches_any(globs: Iterable[str], paths: Iterable[str]) -> bool:
@@ -352,10 +370,10 @@ def _diff_tree(repo: Path | str, base: str, head: str, *options: str) -> tuple[s
     return tuple(sorted(filter(None, out.split("\0"))))
 
 
-def _diff_from_merge_base(repo: Path | str, base: str, head: str) -> tuple[str, ...] | None:
-    """``changed_files`` from the merge base, or None when git finds no single merge base."""
+def _try_diff_tree(repo: Path | str, base: str, head: str, *options: str) -> tuple[str, ...] | None:
+    """:func:`_diff_tree`, or None when git refuses (a missing commit, no single merge base)."""
     try:
-        return _diff_tree(repo, base, head, "--merge-base")
+        return _diff_tree(repo, base, head, *options)
     except CommandError:
         return None
 
@@ -367,14 +385,19 @@ class _Base:
     files: tuple[str, ...] | None = None  # already listed, when known
 
 
+def _rev_parse(repo: Path | str, *args: str) -> list[str] | None:
+    """The lines ``git rev-parse ARGS`` prints, or None when it fails."""
+    try:
+        return git.git(repo, "rev-parse", *args).split()
+    except CommandError:
+        return None
+
+
 def _resolve_all(repo: Path | str, refs: Sequence[str]) -> list[str | None]:
     """The commits ``refs`` name (None where one names none), asked in one git process when all
     of them do (the common case), one by one otherwise."""
     if not any(ref.startswith("-") for ref in refs):
-        try:
-            out = git.git(repo, "rev-parse", *(f"{ref}^{{commit}}" for ref in refs)).split()
-        except CommandError:
-            out = []
+        out = _rev_parse(repo, *(f"{ref}^{{commit}}" for ref in refs)) or []
         if len(out) == len(refs) and all(map(_OBJECT_ID.match, out)):
             return list(out)
     return [git.resolve(repo, ref) for ref in refs]
@@ -466,33 +489,62 @@ _BOUND = f"deepening the clone by up to {sum(DEEPEN_STEPS)} commits"
 
 
 def _explicit_base(repo: Path | str, ref: str, head: str) -> tuple[str, _Base]:
-    """GitLab's ``compare_to``: from the merge base of ``ref`` and ``head``; returns head's SHA.
+    """GitLab's ``compare_to``: from the merge base of ``ref`` and ``head``; returns head's SHA."""
+    return _explicit_at_once(repo, ref, head) or _explicit_careful(repo, ref, head)
 
-    ``git diff-tree --merge-base`` runs alongside the resolution and ``git merge-base`` (all are
-    read-only), from the start when both are full SHAs (they cannot move meanwhile); its answer
-    is thrown away when the clone has to be fetched or deepened first.
+
+def _explicit_at_once(repo: Path | str, ref: str, head: str) -> tuple[str, _Base] | None:
+    """The common case of :func:`_explicit_base` in as few git processes as possible, else None.
+
+    One ``git rev-parse BASE...HEAD`` names head's commit and the merge bases. When both refs are
+    full SHAs (nothing can move them), ``git diff-tree --merge-base`` runs alongside it on the
+    same commits (peeling tags as rev-parse does). Anything unusual (a ref that does not
+    resolve, no merge base or several) is left to :func:`_explicit_careful`.
     """
+    if any(r.startswith("-") or ".." in r for r in (ref, head)):
+        return None
     with ThreadPoolExecutor(max_workers=1) as pool:
         early = None
         if _SHA.match(ref) and _SHA.match(head):
-            early = pool.submit(_diff_from_merge_base, repo, ref, head)
-        shas = _require_commits(repo, {"head": head, "base": ref})
-        sha, head = shas["base"], shas["head"]
-        early = early or pool.submit(_diff_from_merge_base, repo, sha, head)
-        merge_base = _try_merge_base(repo, sha, head)
-        files = early.result()
-    if merge_base is None:
-        files = None
-        merge_base = _merge_base(repo, sha, head)
+            early = pool.submit(_try_diff_tree, repo, ref, head, "--merge-base")
+        found = _symmetric_difference(repo, ref, head)
+        files = early.result() if early else None
+    if found is None:
+        return None
+    head_sha, merge_base = found
+    return head_sha, _Base(merge_base, _explicit_reason(ref, merge_base, head_sha), files)
+
+
+def _symmetric_difference(repo: Path | str, ref: str, head: str) -> tuple[str, str] | None:
+    """Head's commit and its one merge base with ``ref``, from ``git rev-parse BASE...HEAD``
+    (which prints head, base, then ``^`` and each merge base); None unless there is exactly one."""
+    lines = _rev_parse(repo, f"{ref}^{{commit}}...{head}^{{commit}}")
+    if lines is None or len(lines) != 3 or not lines[2].startswith("^"):
+        return None
+    head_sha, merge_base = lines[0], lines[2][1:]
+    if not all(map(_OBJECT_ID.match, (head_sha, lines[1], merge_base))):
+        return None
+    return head_sha, merge_base
+
+
+def _explicit_careful(repo: Path | str, ref: str, head: str) -> tuple[str, _Base]:
+    """:func:`_explicit_base` step by step: fetches a missing base commit, deepens a shallow
+    clone, names a ref that does not resolve and says when there is no common ancestor."""
+    shas = _require_commits(repo, {"head": head, "base": ref})
+    sha, head = shas["base"], shas["head"]
+    merge_base = _merge_base(repo, sha, head)
     if merge_base is None:
         return head, _Base(
             None, f"base {ref} and head {_short(head)} have no common ancestor; {_GIVE_UP}"
         )
-    reason = (
+    return head, _Base(merge_base, _explicit_reason(ref, merge_base, head))
+
+
+def _explicit_reason(ref: str, merge_base: str, head: str) -> str:
+    return (
         f"compared the merge base {_short(merge_base)} of {ref} and head {_short(head)} "
         "with the head (explicit base)"
     )
-    return head, _Base(merge_base, reason, files)
 
 
 def _direct_base(
@@ -512,7 +564,35 @@ def _direct_base(
             f"{kind}: {variable} {_short(sha)} is not in the clone, even after fetching it and "
             f"{_BOUND}; {_GIVE_UP}",
         )
-    return _Base(found, f"{kind}: compared {variable} {_short(found)} with head {_short(head)}")
+    return _Base(found, _direct_reason(kind, variable, found, head))
+
+
+def _direct_reason(kind: str, variable: str, base: str, head: str) -> str:
+    return f"{kind}: compared {variable} {_short(base)} with head {_short(head)}"
+
+
+def _direct_at_once(
+    repo: Path | str, head: str, env: Mapping[str, str]
+) -> tuple[str, _Base] | None:
+    """A push or merge request pipeline's comparison with the diff and the resolution of both
+    commits run side by side; None (the step-by-step path takes over) unless it is sure.
+
+    The diff is made between full SHAs: the CI variable's and head's, ``head`` itself or, for
+    ``HEAD``, ``CI_COMMIT_SHA`` (what GitLab checks out). It counts only when ``git rev-parse``
+    confirms that both name those very commits.
+    """
+    direct = _env_commit(env)
+    guess = head if _SHA.match(head) else env.get("CI_COMMIT_SHA", "") if head == "HEAD" else ""
+    if direct is None or not (_SHA.match(direct[2]) and _SHA.match(guess)):
+        return None
+    kind, variable, sha = direct
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        diff = pool.submit(_try_diff_tree, repo, sha, guess)
+        resolved = _rev_parse(repo, f"{head}^{{commit}}", f"{sha}^{{commit}}")
+        files = diff.result()
+    if files is None or resolved != [guess, sha]:
+        return None
+    return guess, _Base(sha, _direct_reason(kind, variable, sha, guess), files)
 
 
 def _pipeline_kind(env: Mapping[str, str]) -> str:
@@ -672,7 +752,9 @@ def detect_changes(
     if base is not None:
         head_sha, found = _explicit_base(repo, base, head)
     else:
-        head_sha, found = _env_base(repo, head, env, config.default_branch if config else "")
+        head_sha, found = _direct_at_once(repo, head, env) or _env_base(
+            repo, head, env, config.default_branch if config else ""
+        )
     return _change_set(repo, found, head_sha, matchers, always)
 
 

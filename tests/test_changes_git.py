@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from homelab_release import changes
+from homelab_release import changes, git
 from homelab_release.changes import base_from_env, changed_files, detect_changes
 from homelab_release.config import load_config
 from homelab_release.errors import ConfigError, GitError
@@ -345,6 +346,111 @@ def test_bad_head_is_named(seeded: GitRepo) -> None:
 def test_bad_base_is_named(seeded: GitRepo, base: str) -> None:
     with pytest.raises(GitError, match=r"base '.*' does not name a commit"):
         detect(seeded, {}, base=base)
+
+
+# -- the quick paths (diff alongside the resolution) answer like the careful ones ------------
+
+
+def git_commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The git subcommands detect_changes runs from now on (real git, only recorded)."""
+    seen: list[str] = []
+    real = git.git
+
+    def recording(repo: Path | str, *args: str, **kwargs: Any) -> str:
+        seen.append(args[0])
+        return real(repo, *args, **kwargs)
+
+    monkeypatch.setattr(git, "git", recording)
+    return seen
+
+
+@pytest.mark.parametrize("head", ["HEAD", "sha"])
+def test_push_with_ci_commit_sha_takes_two_git_processes(
+    seeded: GitRepo, monkeypatch: pytest.MonkeyPatch, head: str
+) -> None:
+    before = seeded.head()
+    after = seeded.commit("result", "result/app.py")
+    commands = git_commands(monkeypatch)
+    env = {**push_env(before), "CI_COMMIT_SHA": after}
+    change = detect(seeded, env, head=after if head == "sha" else "HEAD")
+    assert (change.base, change.head, change.services) == (before, after, ("result",))
+    assert sorted(commands) == ["diff-tree", "rev-parse"]
+    assert change == detect(seeded, push_env(before), head="HEAD")  # as without CI_COMMIT_SHA
+
+
+def test_ci_commit_sha_that_is_not_head_is_not_trusted(seeded: GitRepo) -> None:
+    before = seeded.head()
+    other = seeded.commit("vote", "vote/app.py")
+    head = seeded.commit("result", "result/app.py")
+    change = detect(seeded, {**push_env(before), "CI_COMMIT_SHA": other})
+    assert change.head == head
+    assert change.files == ("result/app.py", "vote/app.py")
+    assert change.services == ("result", "vote")
+
+
+def test_merge_request_with_ci_commit_sha(seeded: GitRepo) -> None:
+    fork, head = branch_off(seeded)
+    env = {
+        "CI_PIPELINE_SOURCE": "merge_request_event",
+        "CI_MERGE_REQUEST_DIFF_BASE_SHA": fork,
+        "CI_COMMIT_SHA": head,
+    }
+    change = detect(seeded, env)
+    assert (change.base, change.head, change.files) == (fork, head, ("vote/app.py",))
+    assert "merge request pipeline" in change.reason
+
+
+def test_before_sha_of_an_annotated_tag_counts_as_its_commit(seeded: GitRepo) -> None:
+    before = seeded.head()
+    seeded.git("tag", "-a", "-m", "release", "v1", before)
+    tag_object = seeded.git("rev-parse", "v1").strip()
+    assert tag_object != before
+    head = seeded.commit("worker", "worker/app.py")
+    change = detect(seeded, {**push_env(tag_object), "CI_COMMIT_SHA": head})
+    assert (change.base, change.head, change.services) == (before, head, ("worker",))
+
+
+def test_explicit_base_and_head_as_shas_on_forked_history(
+    seeded: GitRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fork, head = branch_off(seeded)
+    main = seeded.git("rev-parse", "main").strip()
+    commands = git_commands(monkeypatch)
+    change = detect(seeded, {}, base=main, head=head)
+    assert (change.base, change.head) == (fork, head)
+    assert change.files == ("vote/app.py",)  # main's result change is not compared
+    assert sorted(commands) == ["diff-tree", "rev-parse"]
+
+
+def test_explicit_base_as_an_annotated_tag_object(seeded: GitRepo) -> None:
+    fork, head = branch_off(seeded)
+    seeded.git("tag", "-a", "-m", "release", "v1", "main")
+    tag_object = seeded.git("rev-parse", "v1").strip()
+    change = detect(seeded, {}, base=tag_object, head=head)
+    assert (change.base, change.head, change.files) == (fork, head, ("vote/app.py",))
+
+
+def test_explicit_base_with_two_merge_bases_uses_the_one_git_merge_base_picks(
+    seeded: GitRepo,
+) -> None:
+    """A criss-cross merge: ``git diff-tree --merge-base`` refuses, the careful path answers."""
+    fork = seeded.head()
+    seeded.git("checkout", "-q", "-b", "feature")
+    one = seeded.commit("feature", "vote/a.py")
+    seeded.git("checkout", "-q", "main")
+    two = seeded.commit("main", "result/b.py")
+    seeded.git("merge", "-q", "--no-edit", one)
+    seeded.git("checkout", "-q", "feature")
+    seeded.git("merge", "-q", "--no-edit", two)
+    seeded.commit("feature again", "worker/c.py")
+    seeded.git("checkout", "-q", "main")
+    seeded.commit("main again", "README.md")
+    assert len(seeded.git("merge-base", "--all", "main", "feature").split()) == 2
+    picked = seeded.git("merge-base", "main", "feature").strip()
+    change = detect(seeded, {}, base="main", head="feature")
+    assert change.base == picked != fork
+    assert change.files == changed_files(seeded.path, picked, change.head)
+    assert "worker/c.py" in change.files
 
 
 # -- shallow clones -----------------------------------------------------------------------

@@ -299,6 +299,13 @@ def test_unclosed_brace_expands_to_nothing_like_ruby() -> None:
         (["vote/Dockerfile"], ["vote/Dockerfile.bak", "vote/Dockerfile"], True),
         (["vote/*.py"], ["vote/a/b.py", "vote/c.txt", "vote/d.py"], True),
         (["**/*.md"], ["docs/a.txt", "vote/README.md"], True),
+        # the shared stem "svc/" is present, but only a later glob or a later candidate matches
+        (["svc/src/**/*.py", "svc/Dockerfile"], ["svc/Dockerfile"], True),
+        (["svc/src/**/*.py", "svc/Dockerfile"], ["svc/README.md", "svc/src/a.txt"], False),
+        (["svc/src/**/*.py"], ["svc/src/a.txt", "svc/src/b/c.py"], True),
+        (["svc/src/**/*.py"], ["svc/src/a.txt", "svc/srcx/c.py", "svc/src.py"], False),
+        (["svc/{a,b}/*"], ["svc/c/x", "svc/b/x"], True),
+        (["a/x", "b/**/*"], ["b/y"], True),  # no shared stem
     ],
 )
 def test_matches_any(globs: list[str], paths: list[str], expected: bool) -> None:
