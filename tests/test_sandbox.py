@@ -58,7 +58,9 @@ def test_engine_stops_with_its_containerd(tmp_path: Path, monkeypatch: pytest.Mo
         assert not engine.reused
         pid = engine.pid
         assert pid is not None
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        # Go starts processes from any of its threads: look at the children of every thread.
+        tasks = Path(f"/proc/{pid}/task").glob("*/children")
+        children = [child for task in tasks for child in task.read_text().split()]
         assert children, "dockerd should have started its containerd"
         socket_path = _socket(engine)
         assert ping(socket_path)
