@@ -63,7 +63,7 @@ def demo(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Run the test suite (real git, Docker Engine, registry, kustomize and gitlab-ci-local)."""
     session.install("-e", ".[test]")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "--cov", "--cov-report=term:skip-covered", *session.posargs)
 
 
 @nox.session
