@@ -499,7 +499,7 @@ def _hint(message: str, plan: _Plan) -> str:
 def _run_build(api: docker.APIClient, plan: _Plan, cache: tuple[str, ...]) -> tuple[str, int]:
     """Build; return the image ID and how many steps came from cache. Streams the log at DEBUG."""
     log.info("building %s from %s", plan.repository, plan.context)
-    lines = _BuildLog(plan.secrets)
+    lines = _BuildLog(plan.secrets, plan.repository.path.rsplit("/", 1)[-1])
     image_id = None
     try:
         for record in api.build(
@@ -543,8 +543,9 @@ def _build_record(record: Mapping[str, Any], lines: _BuildLog) -> str | None:
 class _BuildLog:
     """Splits the build stream into lines, logs them, keeps the last ones, counts cache hits."""
 
-    def __init__(self, secrets: Sequence[HiddenText]) -> None:
+    def __init__(self, secrets: Sequence[HiddenText], label: str = "build") -> None:
         self._secrets = secrets
+        self._label = label
         self._partial = ""
         self._tail: deque[str] = deque(maxlen=LOG_TAIL)
         self.cached = 0
@@ -555,7 +556,9 @@ class _BuildLog:
             line = redact(raw.rstrip(), self._secrets)
             if not line:
                 continue
-            log.debug("build: %s", line)
+            # "Step 2/5 : RUN ..." lines are the progress people follow; the rest is detail.
+            level = logging.INFO if line.startswith("Step ") else logging.DEBUG
+            log.log(level, "%s: %s", self._label, line)
             self._tail.append(line)
             self.cached += line.strip() == "---> Using cache"
 

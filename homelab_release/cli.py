@@ -34,12 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(verbose: bool) -> None:
-    """Plain log lines on stderr: INFO by default, DEBUG with ``--verbose``."""
+    """Plain lines on stderr with the seconds since start: INFO by default, DEBUG with ``-v``.
+
+    Plain lines read the same in a terminal and in a CI job log, where nothing redraws.
+    """
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_Elapsed("[%(elapsed)6.1fs] %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
+
+
+class _Elapsed(logging.Formatter):
+    """Prefixes each line with the seconds since the command started."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.elapsed = record.relativeCreated / 1000
+        return super().format(record)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
