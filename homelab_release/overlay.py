@@ -6,8 +6,11 @@ quoting, indentation, a leading ``---`` and flow-style lists elsewhere stay byte
 
 How: the file is parsed once (ruamel.yaml's composer, which records the line and column of every
 node) to check it and to find the ``images:`` entries; the edit is a list of splices of the
-original text (replace a value, drop a line, insert a line). Only edits that add or remove lines are
-parsed again before writing, as a check that the new text holds exactly the intended entries.
+original text (replace a value, drop a line, insert a line). Before writing, the new text is
+parsed again and must hold exactly the intended entries, except when the only splices replace a
+one-line value by a one-line value (the common case, kept cheap): a scalar that the new scalar
+replaces token for token, which tests/test_overlay.py's hypothesis test checks over many shapes.
+A block scalar (``|``, ``>``) or a value over several lines is replaced as a whole by one line.
 Tags and digests are written plain only when every YAML 1.1 and 1.2 reader reads them as strings,
 else double-quoted (``"1.10"``, ``"012"``, ``"on"``).
 """
@@ -372,7 +375,7 @@ class _Editor:
         self.text = doc.text
         self.nl = "\r\n" if "\r\n" in doc.text else "\n"
         self.splices: list[_Splice] = []
-        self.structural = False  # True once a line is added or removed
+        self.structural = False  # True once an edit adds, removes or joins lines
 
     def plan(self, targets: Mapping[str, ImageEntry], collapse_all: bool) -> tuple[ImageEntry, ...]:
         """Record the splices; return the entries the new text holds, in file order."""
@@ -419,13 +422,24 @@ class _Editor:
                 self._add_pair(item, _predecessor(kept, key), key, wanted[key])
 
     def _replace(self, node: ScalarNode, new: str) -> None:
+        """Replace a value as a whole; a block or multi-line one becomes one line.
+
+        A block scalar (``|``, ``>``) spans its header line and its content lines, and ruamel's
+        end mark lies after the last line break and any blank lines: those line breaks and a
+        comment on the header line are kept, only the header and content are replaced. Any edit
+        that is not a one-line value replaced by a one-line value is verified by re-parsing.
+        """
         start, end = node.start_mark.index, node.end_mark.index
         if self.text[start] in "&!*":
             raise OverlayError(
                 f"{self.doc.path} line {self.doc.line(node)}: a value with a YAML anchor or tag "
                 "cannot be edited; write the value out"
             )
-        self._splice(start, end, new)
+        block = node.style in ("|", ">")
+        if block:
+            new += _header_comment(self.text[start : self._line_end(start)])
+            end = self._line_end(start + len(self.text[start:end].rstrip()) - 1)
+        self._splice(start, end, new, structural=block or "\n" in self.text[start:end])
 
     def _drop_pair(self, item: _Item, key: str) -> None:
         names = list(item.pairs)
@@ -558,6 +572,12 @@ class _Editor:
     def _line_start(self, index: int) -> int:
         return self.text.rfind("\n", 0, index) + 1
 
+    def _line_end(self, index: int) -> int:
+        """The end of the line ``index`` is on, before its line break (``\\n`` or ``\\r\\n``)."""
+        newline = self.text.find("\n", index)
+        end = len(self.text) if newline < 0 else newline
+        return end - 1 if end > index and self.text[end - 1] == "\r" else end
+
     def _after_line(self, index: int) -> int:
         """The start of the line after the one ``index`` is on (``index`` if it starts a line)."""
         if index > 0 and self.text[index - 1] == "\n":
@@ -592,6 +612,12 @@ def _predecessor(kept: list[str], key: str) -> str:
     order = ENTRY_KEYS.index(key)
     before = [name for name in kept if name in ENTRY_KEYS and ENTRY_KEYS.index(name) < order]
     return before[-1] if before else kept[-1]
+
+
+def _header_comment(header: str) -> str:
+    """The comment on a block scalar's header line (``|-  # note``), with its leading blanks."""
+    found = re.search(r"[ \t]+#.*", header)
+    return found.group() if found else ""
 
 
 def _needs_write(key: str, node: ScalarNode, value: str, flow: bool) -> bool:
