@@ -7,6 +7,7 @@ installed) the install step is skipped.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nox
@@ -23,32 +24,38 @@ def _install_self(session: nox.Session) -> None:
         session.install(str(ROOT))
 
 
+def _release(session: nox.Session, command: str) -> None:
+    """Run ``homelab-release COMMAND`` on the monorepo: ``--repo`` if given, else
+    ``$CI_PROJECT_DIR``, else the folder nox was started from (nox itself runs in this one)."""
+    _install_self(session)
+    args = list(session.posargs)
+    if "--repo" not in args and not os.environ.get("CI_PROJECT_DIR"):
+        args[:0] = ["--repo", session.invoked_from]
+    session.run("homelab-release", command, *args)
+
+
 @nox.session(default=False, tags=["ci"])
 def build_develop(session: nox.Session) -> None:
     """Build and push the changed services, then update the develop overlay in one commit."""
-    _install_self(session)
-    session.run("homelab-release", "build-develop", *session.posargs)
+    _release(session, "build-develop")
 
 
 @nox.session(default=False, tags=["ci"])
 def promote(session: nox.Session) -> None:
     """Copy the tested images of the previous environment into this branch's environment."""
-    _install_self(session)
-    session.run("homelab-release", "promote", *session.posargs)
+    _release(session, "promote")
 
 
 @nox.session(default=False)
 def plan(session: nox.Session) -> None:
     """Show what build_develop and promote would do, changing nothing."""
-    _install_self(session)
-    session.run("homelab-release", "plan", *session.posargs)
+    _release(session, "plan")
 
 
 @nox.session(default=False)
 def status(session: nox.Session) -> None:
     """Show which image each environment runs, and which environments are behind."""
-    _install_self(session)
-    session.run("homelab-release", "status", *session.posargs)
+    _release(session, "status")
 
 
 @nox.session(default=False)
@@ -57,6 +64,16 @@ def demo(session: nox.Session) -> None:
     _install_self(session)
     example = ROOT / "examples" / "homelab-go"
     session.run("homelab-release", "demo", "--example", str(example), *session.posargs)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Run one benchmark: nox -s bench -- changes|overlay|build|pipeline [its options]."""
+    session.install("-e", ".")
+    if not session.posargs:
+        session.error("name a benchmark: changes, overlay, build or pipeline")
+    name, *options = session.posargs
+    session.run("python", str(ROOT / "benchmarks" / f"bench_{name}.py"), *options)
 
 
 @nox.session

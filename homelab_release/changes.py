@@ -660,7 +660,7 @@ def _default_branch_base(
             f"{kind}: head {_short(head)} has no merge base with {name}, even after {_BOUND}; "
             f"{_GIVE_UP}",
         )
-    if merge_base == head and _is_new_branch_push(env):
+    if merge_base == head and _is_first_push_of(name, env):
         # The first push of the default branch itself: no earlier commit says what is new.
         return _Base(
             None,
@@ -673,14 +673,17 @@ def _default_branch_base(
     )
 
 
-def _is_new_branch_push(env: Mapping[str, str]) -> bool:
+def _is_first_push_of(default_branch: str, env: Mapping[str, str]) -> bool:
+    """A push creating the default branch itself (a new feature branch at its tip is not)."""
     before = env.get("CI_COMMIT_BEFORE_SHA")
-    source = env.get("CI_PIPELINE_SOURCE", "push")
+    branch = env.get("CI_COMMIT_BRANCH", "")
     return (
         before is not None
         and not before.strip("0")
-        and source == "push"
+        and env.get("CI_PIPELINE_SOURCE", "push") == "push"
         and not env.get("CI_COMMIT_TAG")
+        and branch != ""
+        and (default_branch == branch or default_branch.endswith(f"/{branch}"))
     )
 
 
@@ -747,6 +750,11 @@ def detect_changes(
     if services is None:
         config = config or load_config(git.toplevel(repo), env)
         services = {s.name: s.paths for s in config.services}
+        if not services:
+            raise ConfigError(
+                f"{config.where}: no services: no top-level folder holds a Dockerfile; "
+                "add [services.NAME] tables to homelab-release.toml"
+            )
     matchers = compile_services(services, config.where if config else "services")
     always = _always(config)
     if base is not None:

@@ -1,4 +1,4 @@
-"""GitLab CI context: the predefined ``CI_*`` variables, log sections and the dotenv report.
+"""GitLab CI context: the predefined ``CI_*`` variables and the dotenv report.
 
 Everything here reads an explicit mapping (``os.environ`` by default) so that callers and tests can
 give a pipeline's variables without touching the process environment.
@@ -7,13 +7,12 @@ give a pipeline's variables without touching the process environment.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
+from homelab_release.errors import ReleaseError
 from homelab_release.secrets import HiddenText
 
 NO_SECRET = HiddenText("")
@@ -61,43 +60,32 @@ def _git_token(env: Mapping[str, str]) -> tuple[str, str]:
     return "", "oauth2"
 
 
-@contextmanager
-def section(
-    name: str, title: str, out: TextIO, *, in_ci: bool, collapsed: bool = False
-) -> Iterator[None]:
-    """A collapsible section in GitLab's job log; a plain ``== title`` heading elsewhere."""
-    if not in_ci:
-        print(f"== {title}", file=out, flush=True)
-        yield
-        return
-    flag = "[collapsed=true]" if collapsed else ""
-    print(
-        f"\x1b[0Ksection_start:{int(time.time())}:{name}{flag}\r\x1b[0K{title}",
-        file=out,
-        flush=True,
-    )
-    try:
-        yield
-    finally:
-        print(f"\x1b[0Ksection_end:{int(time.time())}:{name}\r\x1b[0K", file=out, flush=True)
-
-
 def format_dotenv(values: Mapping[str, str]) -> str:
     """``KEY=VALUE`` lines as GitLab's ``artifacts:reports:dotenv`` reads them (no quoting)."""
     lines = []
     for key, value in values.items():
         if "\n" in value:
-            raise ValueError(f"dotenv value of {key} has a newline")
+            raise ReleaseError(f"dotenv value of {key} has a newline, which GitLab cannot read")
         lines.append(f"{key}={value}")
     return "\n".join(lines) + "\n"
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Replace ``path`` with ``text`` through a unique temporary file in the same folder.
+
+    Readers see the old or the new content, never a part; a failure leaves no temporary file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(name).replace(path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
 
 
 def dotenv_key(service: str) -> str:

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from homelab_release.ci import dotenv_key
 from homelab_release.errors import ConfigError
+from homelab_release.gitops import DEFAULT_AUTHOR
 
 CONFIG_NAME = "homelab-release.toml"
 DEFAULT_MANIFESTS_BRANCH = "k8s-manifests"
@@ -60,13 +62,13 @@ class ReleaseConfig:
     root: Path
     source: Path | None = None
     registry: str = ""
-    manifests_url: str = ""
+    manifests_url: str = field(default="", repr=False)  # may carry ${GITLAB_TOKEN}
     manifests_branch: str = DEFAULT_MANIFESTS_BRANCH
     services: tuple[Service, ...] = ()
     environments: tuple[Environment, ...] = ()
     always: tuple[str, ...] = ()
     default_branch: str = ""
-    author: str = "homelab-release <homelab-release@localhost>"
+    author: str = DEFAULT_AUTHOR
     insecure_registries: tuple[str, ...] = field(default=())
 
     @property
@@ -196,9 +198,6 @@ def _build(
     changes = reader.table(data.get("changes", {}), "changes", _SCHEMA["changes"])
     services = _services(root, reader, data.get("services"))
     environments = _environments(reader, data.get("environments"))
-    extra: dict[str, Any] = {}
-    if "author" in manifests:
-        extra["author"] = manifests["author"]
     return ReleaseConfig(
         root=root,
         source=path,
@@ -210,7 +209,7 @@ def _build(
         always=changes.get("always", ()),
         default_branch=changes.get("default_branch", ""),
         insecure_registries=registry.get("insecure", ()),
-        **extra,
+        author=manifests.get("author", DEFAULT_AUTHOR),
     )
 
 
@@ -249,7 +248,21 @@ def _services(root: Path, reader: _Reader, raw: Any) -> tuple[Service, ...]:
                 kustomize_name=values.get("kustomize_name") or None,
             )
         )
+    _check_report_keys(reader.where, services)
     return tuple(services)
+
+
+def _check_report_keys(where: str, services: list[Service]) -> None:
+    """Two services must not share a dotenv variable (``vote-api`` and ``vote_api``)."""
+    seen: dict[str, str] = {}
+    for service in services:
+        key = dotenv_key(service.name)
+        if key in seen:
+            raise ConfigError(
+                f"{where}: services {seen[key]!r} and {service.name!r} would both report as "
+                f"{key} in build.env; rename one"
+            )
+        seen[key] = service.name
 
 
 def _discover(root: Path) -> list[Path]:

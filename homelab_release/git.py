@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -11,8 +12,10 @@ from homelab_release.secrets import HiddenText
 
 ZERO_SHA = "0" * 40
 
-# Commits made by the tool never depend on the user's or runner's global git configuration.
+# Git never prompts (a job has no terminal) and speaks English (its messages are parsed).
 _NEUTRAL_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+FETCH_DEPTH = 50
 
 
 def git(
@@ -55,3 +58,25 @@ def resolve(repo: Path | str, ref: str) -> str | None:
 def is_shallow(repo: Path | str) -> bool:
     """Whether ``repo`` is a shallow clone."""
     return git(repo, "rev-parse", "--is-shallow-repository").strip() == "true"
+
+
+def is_commit_sha(text: str) -> bool:
+    """Whether ``text`` is a full (40 hex digits) commit SHA."""
+    return bool(_SHA.match(text))
+
+
+def is_ancestor(repo: Path | str, older: str, newer: str) -> bool:
+    """Whether commit ``older`` is an ancestor of commit ``newer`` (fetching ``newer`` if missing).
+
+    False when either commit cannot be found, even after fetching ``newer`` from ``origin``.
+    """
+    if resolve(repo, newer) is None:
+        try:
+            git(repo, "fetch", "--quiet", f"--depth={FETCH_DEPTH}", "origin", newer, timeout=120)
+        except CommandError:
+            return False
+    try:
+        git(repo, "merge-base", "--is-ancestor", older, newer)
+    except CommandError:
+        return False
+    return True

@@ -46,9 +46,8 @@ def run(
         returncode, stdout, stderr = _communicate(argv, cwd, full_env, input_text, timeout)
     except subprocess.TimeoutExpired as err:
         output = _decode(err.stdout) + _decode(err.stderr)
-        raise CommandError(
-            shown, -1, redact(output, secrets), f"timed out after {timeout:g}s"
-        ) from None
+        note = f"timed out after {timeout:g}s" + (f"; {hint}" if hint else "")
+        raise CommandError(shown, -1, redact(output, secrets), note) from None
     if returncode != 0:
         output = redact(stdout + stderr, secrets)
         log.debug("%s exited %d:\n%s", shown[0], returncode, output)

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from homelab_release import ci
@@ -21,9 +21,15 @@ from homelab_release.build import build_image
 from homelab_release.changes import ChangeSet, detect_changes
 from homelab_release.config import Environment, ReleaseConfig, Service, load_config
 from homelab_release.errors import ConfigError, PromotionError, ReleaseError
-from homelab_release.git import git, toplevel
+from homelab_release.git import git, is_ancestor, is_commit_sha, toplevel
 from homelab_release.gitops import ManifestsRemote, Published, checkout, commit_message, publish
-from homelab_release.overlay import ImageEntry, OverlayEdit, apply_overlay_entries
+from homelab_release.overlay import (
+    ImageEntry,
+    OverlayEdit,
+    apply_overlay_entries,
+    read_overlay_images,
+    set_overlay_image,
+)
 from homelab_release.promote import Promotion, promote_overlay
 from homelab_release.registry import RegistryCredentials
 
@@ -94,7 +100,7 @@ class Pipeline:
     root: Path
     cfg: ReleaseConfig
     context: ci.CiContext
-    env: Mapping[str, str] | None = None
+    env: Mapping[str, str] | None = field(default=None, repr=False)  # holds secrets
 
     @classmethod
     def open(
@@ -112,6 +118,23 @@ class Pipeline:
         changes = detect_changes(self.root, base=base, head=head, config=self.cfg, env=self.env)
         log.info("changes: %s", changes.reason)
         return changes, self.context.commit_sha or changes.head
+
+    def require_checked_out(self, changes: ChangeSet) -> None:
+        """Builds use the work tree: it must be the head commit, without local changes."""
+        checked_out = git(self.root, "rev-parse", "HEAD").strip()
+        if checked_out != changes.head:
+            raise ReleaseError(
+                f"build_develop builds the checked-out tree, but {self.root} is at "
+                f"{checked_out[:12]}, not head {changes.head[:12]}; check out {changes.head[:12]} "
+                "first (git checkout), or leave head at HEAD"
+            )
+        contexts = sorted({self.cfg.service(name).context for name in changes.services})
+        dirty = git(self.root, "status", "--porcelain", "--", *contexts).strip()
+        if dirty:
+            raise ReleaseError(
+                f"uncommitted changes in {', '.join(contexts)} would be built into images tagged "
+                f"{changes.head[:12]}:\n{dirty}\ncommit or stash them first"
+            )
 
     def remote(self) -> ManifestsRemote:
         """The manifests repository: ``manifests.url``, else ``CI_REPOSITORY_URL``, else origin."""
@@ -148,6 +171,7 @@ def build_develop(
     if not changes.services:
         log.info("no service changed: nothing to build")
         return _with_reports(BuildDevelopResult(environment, changes, tag), reports)
+    run.require_checked_out(changes)
     created = git(run.root, "show", "-s", "--format=%cI", changes.head).strip()
     job = _Job(run, tag, RegistryCredentials.from_env(env), created)
     remote = run.remote()
@@ -221,15 +245,49 @@ def _write_entries(
         return None, None
 
     def apply(checkout_root: Path) -> OverlayEdit:
-        return apply_overlay_entries(checkout_root / target.overlay, entries)
+        overlay = checkout_root / target.overlay
+        current = _first_by_name(read_overlay_images(overlay))
+        fresh = [e for e in entries if not _superseded(job.run.root, e, current.get(e.name))]
+        return apply_overlay_entries(overlay, fresh)
 
     def message(edit: OverlayEdit) -> str:
-        names = ", ".join(sorted(_services_of(job.run.cfg, entries)))
-        body = "\n".join(f"{e.name}: {e.reference}" for e in entries)
+        written = _changed_entries(edit)
+        names = ", ".join(sorted(_services_of(job.run.cfg, written)))
+        body = "\n".join(f"{e.name}: {e.reference}" for e in written)
         trailers = {"Source-Commit": job.tag, "Pipeline": job.run.context.pipeline_url}
         return commit_message(f"{target.name}: update {names}", body, trailers)
 
     return publish(tree, remote, apply, message, author=job.run.cfg.author)
+
+
+def _first_by_name(entries: Sequence[ImageEntry]) -> dict[str, ImageEntry]:
+    """Entries by name; the first of duplicates wins, as in kustomize."""
+    return {entry.name: entry for entry in reversed(entries)}
+
+
+def _changed_entries(edit: OverlayEdit) -> list[ImageEntry]:
+    before = _first_by_name(edit.before)
+    return [e for e in _first_by_name(edit.after).values() if before.get(e.name) != e]
+
+
+def _superseded(root: Path, ours: ImageEntry, current: ImageEntry | None) -> bool:
+    """Whether the overlay already holds an image of a later commit than ours.
+
+    Pipelines can finish out of order; the image of a descendant commit is never replaced by
+    its ancestor's. A commit this clone cannot find is fetched; if it still cannot be compared,
+    ours is written (the pipeline that finished last wins, as before).
+    """
+    theirs = current.new_tag if current else None
+    if not theirs or not ours.new_tag or theirs == ours.new_tag or not is_commit_sha(theirs):
+        return False
+    newer = is_ancestor(root, ours.new_tag, theirs)
+    if newer:
+        log.warning(
+            "%s: the overlay already has %s, built from a later commit; keeping it",
+            ours.name,
+            theirs[:12],
+        )
+    return newer
 
 
 def _services_of(cfg: ReleaseConfig, entries: Sequence[ImageEntry]) -> list[str]:
@@ -277,7 +335,11 @@ def promote(
     def message(promotion: Promotion) -> str:
         names = ", ".join(change.name.rsplit("/", 1)[-1] for change in promotion.changes)
         body = "\n".join(f"{c.name}: {c.after.reference}" for c in promotion.changes)
-        trailers = {"Promoted-From": source.name, "Pipeline": run.context.pipeline_url}
+        trailers = {
+            "Promoted-From": source.name,
+            "Source-Commit": run.context.commit_sha or git(run.root, "rev-parse", "HEAD").strip(),
+            "Pipeline": run.context.pipeline_url,
+        }
         return commit_message(f"{target.name}: promote {names} from {source.name}", body, trailers)
 
     with checkout(remote) as tree:
@@ -291,7 +353,10 @@ def _target_environment(cfg: ReleaseConfig, name: str | None, context: ci.CiCont
     if name:
         return cfg.environment(name)
     if context.commit_branch:
-        return cfg.environment(context.commit_branch)
+        try:
+            return cfg.environment(context.commit_branch)
+        except ConfigError as err:
+            raise ConfigError(f"{err}; or pass --to ENV") from None
     raise ConfigError(
         "no target environment: pass --to ENV, or run on a branch named like an environment "
         f"({', '.join(e.name for e in cfg.environments if e.promote_from)})"
@@ -341,18 +406,17 @@ def plan(
     target = cfg.environment(environment)
     changes, tag = run.detect(base, head)
     registry = cfg.require_registry() if changes.services else cfg.registry
-    entries = tuple(
-        ImageEntry(s.overlay_name(registry), s.image_repository(registry), tag)
-        for s in map(cfg.service, changes.services)
-    )
+    services = [cfg.service(name) for name in changes.services]
+    references = tuple(f"{s.image_repository(registry)}:{tag}" for s in services)
+    # The digest is known only after the build: the planned edit keeps the current one (@*).
+    specs = [
+        f"{s.overlay_name(registry)}={ref}@*" for s, ref in zip(services, references, strict=True)
+    ]
     with checkout(run.remote()) as tree:
-        edit = (
-            apply_overlay_entries(tree / target.overlay, entries, dry_run=True) if entries else None
-        )
+        edit = set_overlay_image(tree / target.overlay, *specs, dry_run=True) if specs else None
         promotions = tuple(
             _plan_promotion(tree, cfg, e) for e in cfg.environments if e.promote_from
         )
-    references = tuple(f"{e.new_name}:{tag}" for e in entries)
     return Plan(changes, tag, environment, references, edit, promotions)
 
 
@@ -391,15 +455,7 @@ def _with_reports(result: BuildDevelopResult, folder: Path) -> BuildDevelopResul
     report = folder / "release-report.json"
     ci.write_atomic(dotenv, ci.format_dotenv(dotenv_values(result)))
     ci.write_atomic(report, json.dumps(report_data(result), indent=2) + "\n")
-    return BuildDevelopResult(
-        result.environment,
-        result.changes,
-        result.tag,
-        result.builds,
-        result.edit,
-        result.published,
-        (dotenv, report),
-    )
+    return replace(result, reports=(dotenv, report))
 
 
 def dotenv_values(result: BuildDevelopResult) -> dict[str, str]:

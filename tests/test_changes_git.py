@@ -550,11 +550,34 @@ def test_first_push_of_the_default_branch_counts_every_service(repo: GitRepo) ->
         "CI_PIPELINE_SOURCE": "push",
         "CI_COMMIT_BEFORE_SHA": "0" * 40,
         "CI_DEFAULT_BRANCH": "main",
+        "CI_COMMIT_BRANCH": "main",
     }
-    changes = detect_changes(
-        repo.path, services={"vote": ["vote/**/*"], "result": ["result/**/*"]}, env=env
-    )
+    services = {"vote": ["vote/**/*"], "result": ["result/**/*"]}
+    changes = detect_changes(repo.path, services=services, env=env)
     assert changes.base is None
     assert changes.head == first
     assert changes.services == ("result", "vote")
     assert "is the tip of main" in changes.reason
+
+
+def test_new_feature_branch_at_the_default_tip_changes_nothing(repo: GitRepo) -> None:
+    first = repo.commit("services", "vote/a", "result/b")
+    repo.git("checkout", "-q", "-b", "feature")
+    env = {
+        "GITLAB_CI": "true",
+        "CI_PIPELINE_SOURCE": "push",
+        "CI_COMMIT_BEFORE_SHA": "0" * 40,
+        "CI_DEFAULT_BRANCH": "main",
+        "CI_COMMIT_BRANCH": "feature",
+    }
+    services = {"vote": ["vote/**/*"], "result": ["result/**/*"]}
+    changes = detect_changes(repo.path, services=services, env=env)
+    assert changes.base == first
+    assert changes.services == ()
+    assert "compared the merge base" in changes.reason
+
+
+def test_a_monorepo_without_services_is_an_error(repo: GitRepo) -> None:
+    repo.commit("docs only", "README.md")
+    with pytest.raises(ConfigError, match=r"no services: .*\[services.NAME\]"):
+        detect_changes(repo.path, env={})

@@ -318,3 +318,26 @@ def test_missing_folder(tmp_path: Path) -> None:
 
 def test_release_config_where_names_the_root_without_a_file(tmp_path: Path) -> None:
     assert ReleaseConfig(root=tmp_path).where == f"{tmp_path} (no {CONFIG_NAME})"
+
+
+def test_services_sharing_a_dotenv_variable_are_an_error(tmp_path: Path) -> None:
+    write_config(tmp_path, "[services.vote-api]\n[services.vote_api]\n")
+    with pytest.raises(
+        ConfigError, match=r"'vote-api' and 'vote_api' would both report as VOTE_API_IMAGE"
+    ):
+        load_config(tmp_path, env={})
+
+
+def test_a_token_in_the_manifests_url_stays_out_of_the_repr(tmp_path: Path) -> None:
+    write_config(
+        tmp_path, '[manifests]\nurl = "https://oauth2:${GITLAB_TOKEN}@gitlab.example/g/p.git"\n'
+    )
+    config = load_config(tmp_path, env={"GITLAB_TOKEN": "glpat-secret-value"})
+    assert config.manifests_url == "https://oauth2:glpat-secret-value@gitlab.example/g/p.git"
+    assert "glpat-secret-value" not in repr(config)
+
+
+def test_author_default_and_override(tmp_path: Path) -> None:
+    assert load_config(tmp_path, env={}).author == "homelab-release <homelab-release@localhost>"
+    write_config(tmp_path, '[manifests]\nauthor = "Bot <bot@example.com>"\n')
+    assert load_config(tmp_path, env={}).author == "Bot <bot@example.com>"

@@ -95,11 +95,23 @@ def test_publish_reapplies_after_another_push_won(remote: Path, tmp_path: Path) 
 def test_concurrent_publishers_lose_no_update(remote: Path) -> None:
     target = ManifestsRemote(str(remote), BRANCH)
     errors: list[BaseException] = []
+    attempts: list[int] = []
+    all_cloned = threading.Barrier(4, timeout=60)
 
     def one(index: int) -> None:
+        first = True
+
+        def apply(tree: Path) -> str:
+            nonlocal first
+            if first:  # every publisher has its checkout before anyone pushes: they must race
+                first = False
+                all_cloned.wait()
+            return writer(f"f{index}.txt", f"{index}\n")(tree)
+
         try:
             with checkout(target) as tree:
-                publish(tree, target, writer(f"f{index}.txt", f"{index}\n"), str, backoff=0.05)
+                _, published = publish(tree, target, apply, str, backoff=0.05)
+            attempts.append(published.attempts)
         except BaseException as err:
             errors.append(err)
 
@@ -112,6 +124,8 @@ def test_concurrent_publishers_lose_no_update(remote: Path) -> None:
     assert sorted(log_of(remote)[:4]) == [f"f{i}.txt" for i in range(4)]
     files = run_git(remote, "ls-tree", "--name-only", BRANCH).split()
     assert {f"f{i}.txt" for i in range(4)} <= set(files)
+    assert sorted(attempts)[0] == 1
+    assert max(attempts) >= 2  # the losers re-applied their edit on the new tip
 
 
 def test_missing_branch_says_how_to_create_it(remote: Path) -> None:

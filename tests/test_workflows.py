@@ -11,7 +11,7 @@ import pytest
 
 from homelab_release.cli import main
 from homelab_release.demo import Sandbox
-from homelab_release.errors import ConfigError, GitError, PromotionError
+from homelab_release.errors import ConfigError, GitError, PromotionError, ReleaseError
 from homelab_release.example import ExampleRepos, create_example_repos
 from homelab_release.git import ZERO_SHA, git
 from homelab_release.images import ImageRef
@@ -147,36 +147,78 @@ def test_failed_build_leaves_its_entry_and_fails_the_command(
     assert "FAILED_SERVICES=worker" in dotenv
 
 
+def checkout_at(box: Sandbox, sha: str, name: str) -> Path:
+    """A clone of the monorepo at ``sha``, as a runner checks a pipeline's commit out."""
+    clone = box.folder / name
+    git(box.folder, "clone", "-q", str(box.repos.remote), str(clone))
+    git(clone, "checkout", "-q", sha)
+    return clone
+
+
+def run_at(box: Sandbox, clone: Path, before: str, sha: str) -> BuildDevelopResult:
+    return build_develop(clone, env=push_env(box, before, sha, CI_PROJECT_DIR=str(clone)))
+
+
 def test_concurrent_pipelines_lose_no_update(box: Sandbox) -> None:
     shutil.copytree(box.repos.work / "worker", box.repos.work / "poll")
     config = box.repos.work / "homelab-release.toml"
     config.write_text(config.read_text() + '\n[services.poll]\nkustomize_name = "poll"\n')
     base = box.repos.commit("add poll")
     first_build(box)
-    shas, befores = [], []
+    pipelines = []
     previous = base
     for service in ("vote", "result", "worker", "poll"):
-        befores.append(previous)
-        previous = change(box, service)
-        shas.append(previous)
+        sha = change(box, service)
+        pipelines.append((checkout_at(box, sha, f"runner-{service}"), previous, sha))
+        previous = sha
+    results: list[BuildDevelopResult] = []
     errors: list[BaseException] = []
 
-    def run(before: str, sha: str) -> None:
+    def run(clone: Path, before: str, sha: str) -> None:
         try:
-            result = build_develop(box.repos.work, head=sha, env=push_env(box, before, sha))
-            assert result.commit is not None, (result.builds, result.changes)
+            results.append(run_at(box, clone, before, sha))
         except BaseException as err:  # reported below
             errors.append(err)
 
-    threads = [threading.Thread(target=run, args=pair) for pair in zip(befores, shas, strict=True)]
+    threads = [threading.Thread(target=run, args=pipeline) for pipeline in pipelines]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert errors == []
+    assert all(r.commit is not None for r in results)
     entries = overlay(box, "develop")
-    for service, sha in zip(("vote", "result", "worker", "poll"), shas, strict=True):
+    for service, (_, _, sha) in zip(("vote", "result", "worker", "poll"), pipelines, strict=True):
         assert entries[service].new_tag == sha
+    assert max(r.published.attempts for r in results if r.published) > 1  # they did race
+
+
+def test_an_older_pipeline_finishing_last_keeps_the_newer_image(box: Sandbox) -> None:
+    first_build(box)
+    start = head(box.repos)
+    older = change(box, "vote")
+    newer = change(box, "vote")
+    older_clone = checkout_at(box, older, "runner-older")
+    newer_clone = checkout_at(box, newer, "runner-newer")
+    run_at(box, newer_clone, older, newer)
+    commits = manifests_commits(box)
+    late = run_at(box, older_clone, start, older)
+    assert [b.service for b in late.builds] == ["vote"]
+    assert late.commit is None
+    assert manifests_commits(box) == commits
+    assert overlay(box, "develop")["vote"].new_tag == newer
+
+
+def test_build_develop_refuses_a_tree_that_is_not_head(box: Sandbox) -> None:
+    first = head(box.repos)
+    second = change(box, "vote")
+    git(box.repos.work, "checkout", "-q", first)
+    with pytest.raises(ReleaseError, match=r"builds the checked-out tree, but .* check out"):
+        build_develop(box.repos.work, head=second, env=push_env(box, first, second))
+    git(box.repos.work, "checkout", "-q", "develop")
+    (box.repos.work / "vote" / "app.sh").write_text("echo uncommitted\n")
+    with pytest.raises(ReleaseError, match=r"(?s)uncommitted changes in vote .*commit or stash"):
+        build_develop(box.repos.work, env=push_env(box, first, second))
 
 
 def test_promote_makes_stage_equal_develop_then_changes_nothing(box: Sandbox) -> None:

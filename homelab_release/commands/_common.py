@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TextIO
 
 
 def add_repo_option(parser: argparse.ArgumentParser) -> None:
@@ -29,3 +32,24 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def short(sha: str | None, length: int = 12) -> str:
     """A commit SHA shortened for people ('-' when absent)."""
     return sha[:length] if sha else "-"
+
+
+@contextmanager
+def section(
+    name: str, title: str, out: TextIO, *, in_ci: bool, collapsed: bool = False
+) -> Iterator[None]:
+    """A collapsible section in GitLab's job log; a plain ``== title`` heading elsewhere."""
+    if not in_ci:
+        print(f"== {title}", file=out, flush=True)
+        yield
+        return
+    flag = "[collapsed=true]" if collapsed else ""
+    print(
+        f"\x1b[0Ksection_start:{int(time.time())}:{name}{flag}\r\x1b[0K{title}",
+        file=out,
+        flush=True,
+    )
+    try:
+        yield
+    finally:
+        print(f"\x1b[0Ksection_end:{int(time.time())}:{name}\r\x1b[0K", file=out, flush=True)

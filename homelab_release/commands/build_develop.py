@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from homelab_release import ci
-from homelab_release.commands._common import add_repo_option, short, table
+from homelab_release.commands._common import add_repo_option, section, short, table
 from homelab_release.workflows import BuildDevelopResult, build_develop
 
 
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     in_ci = ci.CiContext.from_env().in_ci
-    with ci.section("build_develop", "homelab-release: build_develop", sys.stdout, in_ci=in_ci):
+    with section("build_develop", "homelab-release: build_develop", sys.stdout, in_ci=in_ci):
         result = build_develop(
             args.repo,
             environment=args.environment,
