@@ -163,7 +163,14 @@ def build_develop(
     workers: int = DEFAULT_WORKERS,
     report_dir: Path | str | None = None,
 ) -> BuildDevelopResult:
-    """Build the changed services and write their images into ``environment``'s overlay."""
+    """Build the changed services and write their images into ``environment``'s overlay.
+
+    Images are built from the work tree, so ``head`` must be the checked-out commit and the
+    changed services' folders must have no uncommitted changes (a :class:`ReleaseError` says so).
+    Each built service's entry becomes ``repository:<tag>@<digest>``, where the tag is
+    ``CI_COMMIT_SHA`` (else the head commit); an entry that already holds a later commit's image
+    is kept. Failed builds are reported and leave their entries alone.
+    """
     run = Pipeline.open(repo, config, env)
     target = run.cfg.environment(environment)
     changes, tag = run.detect(base, head)

@@ -24,7 +24,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--base", help="compare from this ref (default: chosen from CI_* variables)"
     )
-    parser.add_argument("--head", default="HEAD", help="compare to this ref (default: HEAD)")
     parser.add_argument(
         "--workers", type=int, default=4, help="builds at the same time (default: 4)"
     )
@@ -39,7 +38,6 @@ def run(args: argparse.Namespace) -> int:
             args.repo,
             environment=args.environment,
             base=args.base,
-            head=args.head,
             workers=args.workers,
             report_dir=args.report_dir,
         )
