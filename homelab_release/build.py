@@ -7,8 +7,8 @@ and the image counts as pushed only when the registry itself reports the same di
 
 Order of work, so that nothing is half-done: check the arguments and the Dockerfile; reach the
 engine; pull the cache image (``<repository>:latest`` by default; "not found" is fine); build;
-tag; push the tags in order, ``latest`` last, so it moves only after the commit tag is in the
-registry; ask the registry for each tag's digest.
+tag; push the first (commit) tag and have the registry confirm its digest; only then push the
+other tags, ``latest`` last, and check that the registry serves each at that same digest.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -167,20 +168,23 @@ def build_image(
       default ``CI_COMMIT_SHA`` (else the context's git HEAD) and ``CI_PROJECT_URL``.
     - ``client``: an SDK client; default one from ``DOCKER_HOST`` (and ``DOCKER_TLS_VERIFY``...).
     - ``timeout``: seconds any one engine request may stay silent.
-    - ``env``: where ``DOCKER_HOST`` and friends are read (default: the process environment).
+    - ``env``: where every variable above is read (``DOCKER_HOST`` and friends, ``CI_REGISTRY_*``,
+      ``CI_COMMIT_SHA``, ``CI_PROJECT_URL``); default the process environment.
 
     Raises :class:`BuildError` (bad context, BuildKit-only Dockerfile, engine unreachable, failed
     step), :class:`PushError` (push or digest check failed), :class:`ImageRefError` (bad name).
     """
-    plan = _plan(
-        context=Path(context),
-        repository=repository,
-        tags=tags,
-        dockerfile=dockerfile,
-        build_args=build_args or {},
-        labels=_labels(Path(context), labels or {}, revision, source),
+    root = Path(context)
+    repo = _repository(repository)
+    plan = _Plan(
+        tags=push_order(tags),
+        dockerfile=_dockerfile(root, dockerfile),
+        context=root.resolve(),
+        repository=repo,
+        labels=_labels(root, labels or {}, revision, source, env),
+        build_args=dict(build_args or {}),
         target=target,
-        cache_from=cache_from,
+        cache_from=_cache_refs(repo, cache_from),
         credentials=credentials if credentials is not None else RegistryCredentials.from_env(env),
         insecure=tuple(insecure_registries),
     )
@@ -193,19 +197,15 @@ def build_image(
 
 
 def _build_and_push(api: docker.APIClient, plan: _Plan, *, push: bool) -> BuiltImage:
-    clock = time.monotonic()
-    cache = _pull_cache(api, plan, strict=push)
-    pulled = time.monotonic()
-    image_id, cached = _run_build(api, plan, cache)
-    built = time.monotonic()
-    for tag in plan.tags:
-        _tag(api, plan, image_id, tag)
-    digests = {tag: _push_tag(api, plan, tag) for tag in plan.tags} if push else {}
-    pushed = time.monotonic()
-    digest = _verify(plan, digests) if push else None
-    durations = BuildDurations(
-        pulled - clock, built - pulled, pushed - built, time.monotonic() - pushed
-    )
+    watch = _Stopwatch()
+    with watch.phase("cache_pull"):
+        cache = _pull_cache(api, plan, strict=push)
+    with watch.phase("build"):
+        image_id, cached = _run_build(api, plan, cache)
+        for tag in plan.tags:
+            _tag(api, plan, image_id, tag)
+    digest = _publish(api, plan, watch) if push else None
+    durations = BuildDurations(**watch.seconds)
     references = tuple(
         f"{plan.repository}:{tag}" + (f"@{digest}" if digest else "") for tag in plan.tags
     )
@@ -225,36 +225,10 @@ def _build_and_push(api: docker.APIClient, plan: _Plan, *, push: bool) -> BuiltI
 # -- checks before the engine is contacted -----------------------------------------------------
 
 
-def _plan(
-    *,
-    context: Path,
-    repository: str,
-    tags: Sequence[str],
-    dockerfile: Path | str | None,
-    build_args: Mapping[str, str],
-    labels: Mapping[str, str],
-    target: str | None,
-    cache_from: Sequence[str] | None,
-    credentials: RegistryCredentials | None,
-    insecure: tuple[str, ...],
-) -> _Plan:
-    repo = _repository(repository)
-    ordered = push_order(tags)
-    path = _dockerfile(context, dockerfile)
-    check_buildkit(path)
-    cache = [f"{repo}:latest"] if cache_from is None else list(cache_from)
-    return _Plan(
-        context=context.resolve(),
-        dockerfile=path,
-        repository=repo,
-        tags=ordered,
-        labels=dict(labels),
-        build_args=dict(build_args),
-        target=target,
-        cache_from=tuple(ImageRef.parse(ref) for ref in cache),
-        credentials=credentials,
-        insecure=insecure,
-    )
+def _cache_refs(repository: ImageRef, cache_from: Sequence[str] | None) -> tuple[ImageRef, ...]:
+    """The cache images to pull: ``cache_from`` as given, by default ``<repository>:latest``."""
+    refs = [f"{repository}:latest"] if cache_from is None else cache_from
+    return tuple(ImageRef.parse(ref) for ref in refs)
 
 
 def _repository(repository: str) -> ImageRef:
@@ -293,6 +267,7 @@ def _dockerfile(context: Path, dockerfile: Path | str | None) -> Path:
             f"Dockerfile {path} does not exist; add it or pass dockerfile= "
             "(services.NAME.dockerfile in homelab-release.toml)"
         )
+    check_buildkit(path)
     return path.resolve()
 
 
@@ -338,11 +313,17 @@ def _instructions(text: str) -> Iterator[str]:
 
 
 def _labels(
-    context: Path, labels: Mapping[str, str], revision: str | None, source: str | None
+    context: Path,
+    labels: Mapping[str, str],
+    revision: str | None,
+    source: str | None,
+    env: Mapping[str, str] | None,
 ) -> dict[str, str]:
+    """The OCI labels (revision and source from ``env``, default the process's), then ``labels``."""
+    env = os.environ if env is None else env
     oci = {"org.opencontainers.image.created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
-    revision = revision or os.environ.get("CI_COMMIT_SHA") or _git_head(context)
-    source = source or os.environ.get("CI_PROJECT_URL")
+    revision = revision or env.get("CI_COMMIT_SHA") or _git_head(context)
+    source = source or env.get("CI_PROJECT_URL")
     if revision:
         oci["org.opencontainers.image.revision"] = revision
     if source:
@@ -604,24 +585,57 @@ def _push_tag(api: docker.APIClient, plan: _Plan, tag: str) -> str | None:
     return digest
 
 
-def _verify(plan: _Plan, pushed: Mapping[str, str | None]) -> str:
-    """Ask the registry for each tag's digest; all must exist and agree with the push."""
-    found: dict[str, str | None] = {}
-    for tag in plan.tags:
-        try:
-            found[tag] = manifest_digest(
-                plan.repository.with_tag(tag), plan.credentials, insecure=plan.insecure
-            )
-        except RegistryError as err:
-            raise PushError(
-                f"pushed {plan.repository}:{tag} but cannot confirm it: {err}"
-            ) from None
-    if None in found.values() or len(set(found.values())) != 1:
-        raise PushError(f"the registry does not hold every pushed tag at one digest: {found}")
-    digest = str(found[plan.tags[0]])
-    differ = {tag: d for tag, d in pushed.items() if d is not None and d != digest}
-    if differ:
-        raise PushError(
-            f"the engine pushed {differ} but the registry serves {plan.repository} at {digest}"
-        )
+def _publish(api: docker.APIClient, plan: _Plan, watch: _Stopwatch) -> str:
+    """Push the first tag and confirm it with the registry; only then push the others.
+
+    ``latest`` is always last (:func:`push_order`), so it moves only once the registry, not just
+    the push stream, serves the commit tag. Every tag is then asked for exactly once.
+    """
+    first, *rest = plan.tags
+    with watch.phase("push"):
+        engine_digest = _push_tag(api, plan, first)
+    with watch.phase("verify"):
+        digest = _confirm(plan, first, engine_digest)
+    with watch.phase("push"):
+        pushed = {tag: _push_tag(api, plan, tag) for tag in rest}
+    with watch.phase("verify"):
+        for tag in rest:
+            _confirm(plan, tag, pushed[tag], expected=digest)
     return digest
+
+
+def _confirm(plan: _Plan, tag: str, pushed: str | None, expected: str | None = None) -> str:
+    """The digest the registry serves for ``tag``; it must agree with the push and ``expected``."""
+    name = f"{plan.repository}:{tag}"
+    try:
+        found = manifest_digest(
+            plan.repository.with_tag(tag), plan.credentials, insecure=plan.insecure
+        )
+    except RegistryError as err:
+        raise PushError(f"pushed {name} but cannot confirm it: {err}") from None
+    if found is None:
+        raise PushError(f"pushed {name} but the registry does not serve it")
+    if pushed is not None and pushed != found:
+        raise PushError(f"the engine pushed {name} as {pushed} but the registry serves {found}")
+    if expected is not None and found != expected:
+        raise PushError(
+            f"the registry serves {name} at {found} but {plan.repository}:{plan.tags[0]} at "
+            f"{expected}: did another job push {name} at the same time?"
+        )
+    log.debug("registry confirms %s@%s", name, found)
+    return found
+
+
+class _Stopwatch:
+    """Seconds spent in each phase of a build (a phase may be entered more than once)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - start

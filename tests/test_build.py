@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from pathlib import Path
 
 import docker
+import docker.errors
 import pytest
 
 from homelab_release.build import BuiltImage, build_image, buildkit_features, push_order
@@ -180,6 +182,63 @@ def test_pushes_every_tag_at_the_registry_digest(
     assert pushes == [f"pushing {repository}:3f1c2ab", f"pushing {repository}:latest"]
 
 
+def test_latest_moves_only_after_the_registry_confirmed_the_commit_tag(
+    busybox: Path,
+    docker_client: docker.APIClient,
+    registry: LocalRegistry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    repository = _repo(registry)
+    build_image(
+        context=busybox,
+        repository=repository,
+        tags=["latest", "3f1c2ab"],
+        client=docker_client,
+        credentials=registry.credentials,
+    )
+    # What happened, in order: pushes (our log) and the registry's answers (real HTTP requests).
+    events = []
+    for record in caplog.records:
+        message = record.getMessage()
+        if message.startswith(f"pushing {repository}:"):
+            events.append(("push", message.rsplit(":", 1)[1]))
+        asked = re.search(r"HEAD \S+/manifests/(\S+) -> HTTP 200", message)
+        if asked:
+            events.append(("registry", asked[1]))
+    assert events == [
+        ("push", "3f1c2ab"),
+        ("registry", "3f1c2ab"),
+        ("push", "latest"),
+        ("registry", "latest"),
+    ]
+
+
+def test_env_gives_the_engine_credentials_and_labels(
+    busybox: Path,
+    docker_engine: DockerEngine,
+    docker_client: docker.APIClient,
+    registry: LocalRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)  # the process environment must not be read
+    monkeypatch.setenv("CI_COMMIT_SHA", "0" * 40)
+    monkeypatch.setenv("CI_PROJECT_URL", "https://wrong.example.com/from/os-environ")
+    env = {
+        "DOCKER_HOST": docker_engine.host,
+        "CI_REGISTRY_USER": registry.credentials.username,
+        "CI_REGISTRY_PASSWORD": registry.credentials.password.secret,
+        "CI_COMMIT_SHA": "c0ffee" * 6 + "abcd",
+        "CI_PROJECT_URL": "https://gitlab.example.com/homelab/go",
+    }
+    repository = _repo(registry)
+    built = build_image(context=busybox, repository=repository, tags=["abc"], env=env)
+    assert _exists(repository, "abc", registry)
+    labels = _labels_of(docker_client, built.image_id)
+    assert labels["org.opencontainers.image.revision"] == env["CI_COMMIT_SHA"]
+    assert labels["org.opencontainers.image.source"] == env["CI_PROJECT_URL"]
+
+
 def test_labels_build_args_and_target(
     tmp_path: Path, docker_client: docker.APIClient, registry: LocalRegistry
 ) -> None:
@@ -311,10 +370,18 @@ def test_rebuild_on_an_emptied_engine_uses_the_registry_cache(
 def _remove_every_image(client: docker.APIClient) -> None:
     for container in client.containers(all=True):
         client.remove_container(container["Id"], force=True)
-    for image in client.images():
-        client.remove_image(image["Id"], force=True)
-    client.prune_images(filters={"dangling": False})  # type: ignore[no-untyped-call]
+    for _ in range(10):  # a parent goes only once its children are gone: repeat until empty
+        for image in client.images(all=True):
+            _remove_image(client, image["Id"])
     assert client.images(all=True) == []
+
+
+def _remove_image(client: docker.APIClient, image_id: str) -> None:
+    try:
+        client.remove_image(image_id, force=True)
+    except docker.errors.APIError as err:
+        if err.status_code not in (404, 409):  # gone already, or still has child images
+            raise
 
 
 def _labels_of(client: docker.APIClient, image_id: str) -> dict[str, str]:
