@@ -46,21 +46,26 @@ from homelab_release.images import (
 log = logging.getLogger(__name__)
 
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
-ENTRY_KEYS = ("name", "newName", "newTag", "digest")
-_KNOWN_KEYS = frozenset((*ENTRY_KEYS, "tagSuffix"))  # kustomize v5 also reads tagSuffix
-_QUOTE_IF_NEEDED = frozenset(("newTag", "digest"))
+ENTRY_KEYS = ("name", "newName", "newTag", "digest", "tagSuffix")
+_QUOTE_IF_NEEDED = frozenset(("newTag", "digest", "tagSuffix"))
+_TAG_SUFFIX = re.compile(r"[A-Za-z0-9_.-]{1,127}")
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_./:-]*")
 _YAML11_WORDS = frozenset(("y", "yes", "n", "no", "true", "false", "on", "off", "null"))
 
 
 @dataclass(frozen=True)
 class ImageEntry:
-    """One ``images:`` entry of a kustomization (fields absent from the entry are ``None``)."""
+    """One ``images:`` entry of a kustomization (fields absent from the entry are ``None``).
+
+    ``tag_suffix`` is kustomize v5's ``tagSuffix``: appended to the image's own tag when the entry
+    sets neither ``newTag`` nor ``digest``.
+    """
 
     name: str
     new_name: str | None = None
     new_tag: str | None = None
     digest: str | None = None
+    tag_suffix: str | None = None
 
     @property
     def reference(self) -> str:
@@ -72,18 +77,27 @@ class ImageEntry:
 
         ``newName`` replaces the name; ``newTag`` and ``digest`` together give ``name:tag@digest``;
         ``newTag`` alone drops the image's digest and ``digest`` alone drops its tag; with neither,
-        the image keeps its own tag and digest.
+        ``tagSuffix`` is appended to the image's tag (an empty one too) and drops its digest;
+        with none of them, the image keeps its own tag and digest.
+
+        kustomize (v4.5.5 to at least v5.5, kubernetes-sigs/kustomize#4814) updates each
+        container image twice, and an image that still has the entry's name after the first
+        update gets the suffix again: ``vote:v1`` with ``tagSuffix: -x`` renders ``vote:v1-x-x``
+        unless ``newName`` renames it. This returns what kustomize really renders.
         """
         name, tag, digest = split_reference(image)
         if self.new_tag or self.digest:
             tag, digest = self.new_tag, self.digest
+        elif self.tag_suffix:
+            times = 1 if self.new_name and self.new_name != self.name else 2
+            tag, digest = (tag or "") + self.tag_suffix * times, None
         text = self.new_name or name
         text += f":{tag}" if tag else ""
         return text + (f"@{digest}" if digest else "")
 
     def fields(self) -> dict[str, str]:
         """The entry as its YAML keys and values, in ``ENTRY_KEYS`` order, absent ones left out."""
-        values = (self.name, self.new_name, self.new_tag, self.digest)
+        values = (self.name, self.new_name, self.new_tag, self.digest, self.tag_suffix)
         return {key: value for key, value in zip(ENTRY_KEYS, values, strict=True) if value}
 
 
@@ -200,7 +214,7 @@ def _resolve(spec: ImageSpec, current: ImageEntry | None) -> ImageEntry:
         return kept if isinstance(value, Keep) else value
 
     now = current or ImageEntry(spec.name)
-    return ImageEntry(
+    return ImageEntry(  # no tagSuffix: kustomize replaces the entry, which drops it
         spec.name,
         pick(spec.new_name, now.new_name),
         pick(spec.new_tag, now.new_tag),
@@ -216,9 +230,20 @@ def _checked_entry(entry: ImageEntry) -> ImageEntry:
                 check(value)
         if entry.digest is not None:
             check_digest(entry.digest)
+        if entry.tag_suffix is not None:
+            _check_tag_suffix(entry.tag_suffix)
     except ImageRefError as err:
         raise OverlayError(f"image entry {entry.name!r} is not valid: {err}") from err
     return entry
+
+
+def _check_tag_suffix(suffix: str) -> None:
+    if not _TAG_SUFFIX.fullmatch(suffix):
+        bad = next((c for c in suffix if not (c.isascii() and (c.isalnum() or c in "_.-"))), "")
+        what = f"has a {bad!r}" if bad else "is empty or too long"
+        raise ImageRefError(
+            f"tagSuffix {suffix!r} {what} (a tag suffix is 1-127 letters, digits, '_', '.', '-')"
+        )
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -327,7 +352,7 @@ class _Document:
         pairs: dict[str, tuple[ScalarNode, ScalarNode]] = {}
         for key, value in node.value:
             name = key.value if isinstance(key, ScalarNode) else None
-            if name not in _KNOWN_KEYS or name in pairs:
+            if name not in ENTRY_KEYS or name in pairs:
                 what = "repeats" if name in pairs else "has an unknown key"
                 keys = ", ".join(ENTRY_KEYS)
                 raise OverlayError(f"{where} {what} {name!r} (entries take {keys})")
@@ -337,12 +362,7 @@ class _Document:
         if "name" not in pairs or not pairs["name"][1].value:
             raise OverlayError(f"{where} has no name; add 'name: IMAGE'")
         values = {key: pairs[key][1].value if key in pairs else "" for key in ENTRY_KEYS}
-        entry = ImageEntry(
-            values["name"],
-            values["newName"] or None,
-            values["newTag"] or None,
-            values["digest"] or None,
-        )
+        entry = ImageEntry(values["name"], *(values[key] or None for key in ENTRY_KEYS[1:]))
         return _Item(node, pairs, entry)
 
 

@@ -186,6 +186,11 @@ VOTE = ImageEntry("vote", "registry/vote", "v1")
             ["vote:v2"],
             [ImageEntry("w", None, "1"), ImageEntry("vote", None, "v2")],
         ),
+        (
+            (ImageEntry("vote", "r/vote", tag_suffix="-debug"), ImageEntry("w", tag_suffix="-x")),
+            ["vote=*"],  # a matched entry is replaced: kustomize drops its tagSuffix too
+            [ImageEntry("vote", "r/vote"), ImageEntry("w", tag_suffix="-x")],
+        ),
     ],
 )
 def test_entries_follow_kustomize(
@@ -269,6 +274,7 @@ def test_apply_entries_dry_run_writes_nothing(tmp_path: Path) -> None:
         ([ImageEntry("Vote")], "component 'Vote' is not valid"),
         ([ImageEntry("vote", None, None, "sha256:1")], "not of the form algorithm:hex"),
         ([ImageEntry("vote"), ImageEntry("vote")], "is given twice"),
+        ([ImageEntry("vote", tag_suffix="/x")], "tagSuffix '/x' has a '/'"),
     ],
 )
 def test_apply_entries_refuses_bad_entries(
@@ -277,6 +283,19 @@ def test_apply_entries_refuses_bad_entries(
     folder = overlay_with(tmp_path, images_yaml(VOTE))
     with pytest.raises(OverlayError, match=message):
         apply_overlay_entries(folder, entries)
+
+
+def test_tag_suffix_is_read_and_written(tmp_path: Path) -> None:
+    folder = overlay_with(tmp_path, "images:\n- name: vote  # web\n  tagSuffix: -debug\n")
+    assert read_overlay_images(folder) == (ImageEntry("vote", tag_suffix="-debug"),)
+    entries = [ImageEntry("vote", "r/vote", tag_suffix="-1"), ImageEntry("w", tag_suffix=".2")]
+    edit = apply_overlay_entries(folder, entries)
+    assert (folder / "kustomization.yaml").read_text() == (
+        'images:\n- name: vote  # web\n  newName: r/vote\n  tagSuffix: "-1"\n'
+        '- name: w\n  tagSuffix: ".2"\n'
+    )
+    assert edit.after == read_overlay_images(folder) == tuple(entries)
+    assert not apply_overlay_entries(folder, entries).changed
 
 
 # --- ImageEntry.reference -----------------------------------------------------------------------
@@ -291,6 +310,13 @@ def test_apply_entries_refuses_bad_entries(
         (ImageEntry("vote", None, "v2"), f"vote:v1@{SHA_B}", "vote:v2"),
         (ImageEntry("vote", "r/v", "v2", SHA_A), "vote:v1", f"r/v:v2@{SHA_A}"),
         (ImageEntry("vote", "r/v"), f"vote@{SHA_B}", f"r/v@{SHA_B}"),
+        # kustomize appends tagSuffix twice unless newName renames the image (kustomize#4814)
+        (ImageEntry("vote", tag_suffix="-dbg"), "vote:v1", "vote:v1-dbg-dbg"),
+        (ImageEntry("vote", "vote", tag_suffix="-d"), "vote:v1", "vote:v1-d-d"),
+        (ImageEntry("vote", "r/v", tag_suffix="-dbg"), f"vote:v1@{SHA_B}", "r/v:v1-dbg"),
+        (ImageEntry("vote", "r/v", tag_suffix="-d"), "vote", "r/v:-d"),
+        (ImageEntry("vote", None, "v2", tag_suffix="-dbg"), "vote:v1", "vote:v2"),
+        (ImageEntry("vote", None, None, SHA_A, "-dbg"), "vote:v1", f"vote@{SHA_A}"),
         (
             ImageEntry("localhost:5000/vote", None, "v2"),
             "localhost:5000/vote",
@@ -476,7 +502,7 @@ def _flow_entry_text(draw: st.DrawFn, name: str, fields: list[tuple[str, str]]) 
     return "{" + ", ".join(pairs) + "}" + draw(st.sampled_from(["", "  # pinned"]))
 
 
-_FIELDS = [("newName", "reg.io/x/y"), ("newTag", "v0"), ("digest", SHA_A)]
+_FIELDS = [("newName", "reg.io/x/y"), ("newTag", "v0"), ("digest", SHA_A), ("tagSuffix", "_s")]
 
 
 def _kustomize_model(entries: tuple[ImageEntry, ...], specs: list[str]) -> list[ImageEntry]:

@@ -116,3 +116,19 @@ def test_apply_entries_render_tag_and_digest(overlay: Path) -> None:
     assert images["vote-digest"] == f"reg.io/vote:012@{SHA_A}"
     assert images["result"] == f"result@{SHA_B}"
     assert images["other"] == "busybox:1.36"
+
+
+def test_tag_suffix_renders_as_kustomize_v5_does(overlay: Path) -> None:
+    entries = [
+        ImageEntry("registry.example.com/homelab/vote", "reg.io/vote", tag_suffix="-debug"),
+        ImageEntry("localhost:5000/homelab/worker", tag_suffix="_1.0"),
+        ImageEntry("result", None, "r2", tag_suffix="-ignored"),  # newTag wins over tagSuffix
+    ]
+    edit = apply_overlay_entries(overlay, entries)
+    images = rendered_images(overlay)
+    assert images == expected_images(edit.after)
+    assert images["vote-tagged"] == "reg.io/vote:old-debug"
+    assert images["vote-digest"] == "reg.io/vote:-debug"  # the digest goes, the suffix stays
+    # not renamed: kustomize appends the suffix twice (kubernetes-sigs/kustomize#4814)
+    assert images["worker"] == "localhost:5000/homelab/worker:_1.0_1.0"
+    assert images["result"] == "result:r2"
