@@ -9,13 +9,16 @@ Every request has a timeout; connection failures and HTTP 5xx are retried with a
 are answered from :class:`RegistryCredentials`. Loopback registries (127.0.0.0/8, ``localhost``,
 ``::1``) and those named in ``insecure`` are spoken to over plain HTTP, every other one over HTTPS.
 Errors are :class:`~homelab_release.errors.RegistryError` naming the registry and the fix; the
-password never appears in a log line, a message or a repr.
+password never appears in a log line, a message or a repr. Credentials go only where they are
+meant to: a redirect to another origin loses the ``Authorization`` header, and a token service on
+plain HTTP (neither loopback nor listed as insecure) is refused rather than sent the password.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import ipaddress
 import json
 import logging
@@ -28,7 +31,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.message import Message
-from typing import TypeVar
+from typing import IO, TypeVar
 
 from homelab_release.errors import RegistryError
 from homelab_release.images import ImageRef
@@ -102,7 +105,7 @@ def manifest_digest(
     :class:`RegistryError` when the registry is unreachable or refuses the credentials.
     """
     host = registry_host(reference)
-    session = _Session(host, reference.path, credentials, timeout)
+    session = _Session(host, reference.path, credentials, timeout, insecure=tuple(insecure))
     try:
         return _lookup(session, reference, manifest_url(reference, insecure))
     except TransientError as err:
@@ -229,11 +232,14 @@ class _Session:
         path: str,
         credentials: RegistryCredentials | None,
         timeout: float,
+        *,
+        insecure: tuple[str, ...] = (),
     ) -> None:
         self.host = host
         self.path = path
         self.credentials = credentials
         self.timeout = timeout
+        self.insecure = insecure
         self._authorization: HiddenText | None = None
 
     def request(self, method: str, url: str) -> _Response:
@@ -274,6 +280,13 @@ class _Session:
         query["scope"] = params.get("scope", query["scope"])
         url = params["realm"] + "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v})
         basic = HiddenText(self.credentials.basic_header()) if self.credentials else None
+        if basic is not None and in_clear(params["realm"], self.insecure):
+            raise RegistryError(
+                f"registry {self.host} asks for a token from {params['realm']}, a plain-HTTP "
+                "address that is not loopback: the credentials would cross the network "
+                "unencrypted, so they are not sent; serve the token service over https (or, on a "
+                f"trusted network, list {_netloc(params['realm'])} in [registry] insecure)"
+            )
         response = with_retries(
             lambda: self._send("GET", url, basic), what=f"token request to {params['realm']}"
         )
@@ -297,11 +310,57 @@ def _token_from(response: _Response, realm: str) -> str:
     return token
 
 
+def in_clear(url: str, insecure: Iterable[str] = ()) -> bool:
+    """Whether ``url`` is plain HTTP to a host that is neither loopback nor listed in ``insecure``.
+
+    >>> in_clear("http://gitlab.lan/jwt/auth"), in_clear("http://127.0.0.1:5000/token")
+    (True, False)
+    """
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme == "http" and scheme(parts.netloc, insecure) == "https"
+
+
+def _netloc(url: str) -> str:
+    return urllib.parse.urlsplit(url).netloc
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
+
+
+class _KeepCredentialsHome(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, dropping ``Authorization`` when one leads to another origin.
+
+    urllib copies every header onto the redirected request: a registry that sends clients on to
+    storage (or a hostile one) would otherwise receive our credentials for another host.
+    """
+
+    def redirect_request(  # noqa: PLR0917 (urllib's signature)
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(new.full_url) != _origin(req.full_url):
+            new.remove_header("Authorization")
+            log.debug("redirect to %s: credentials dropped", redact(new.full_url))
+        return new
+
+
+_OPENER = urllib.request.build_opener(_KeepCredentialsHome)
+
+
 def _http(request: urllib.request.Request, timeout: float) -> _Response:
     """Send one request; 5xx and connection failures become :class:`TransientError`."""
     where = redact(request.full_url)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 (http/https only)
+        with _OPENER.open(request, timeout=timeout) as answer:
             response = _Response(answer.status, answer.headers, answer.read())
     except urllib.error.HTTPError as err:
         with err:

@@ -8,6 +8,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
@@ -21,6 +22,7 @@ from homelab_release.registry import (
     RegistryCredentials,
     TransientError,
     image_exists,
+    in_clear,
     is_loopback,
     manifest_digest,
     manifest_url,
@@ -247,13 +249,16 @@ class _TokenRegistry(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         if self.headers.get("Authorization") != f"Bearer {self.token}":
-            host = f"127.0.0.1:{self.server.server_port}"  # type: ignore[attr-defined]
-            challenge = f'Bearer realm="http://{host}/token",service="registry"'
+            challenge = f'Bearer realm="{self.realm()}",service="registry"'
             self._answer(401, {"WWW-Authenticate": challenge})
         elif self.path.endswith("/manifests/v1"):
             self._answer(200, {"Docker-Content-Digest": DIGEST})
         else:
             self._answer(404, {})
+
+    def realm(self) -> str:
+        """The token service named in the challenge: this server's ``/token``."""
+        return f"http://127.0.0.1:{self.server.server_port}/token"  # type: ignore[attr-defined]
 
     def _answer(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
         self.send_response(status)
@@ -268,9 +273,10 @@ class _TokenRegistry(BaseHTTPRequestHandler):
         """Silence the default request log on stderr."""
 
 
-@pytest.fixture
-def token_registry() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _TokenRegistry)
+@contextmanager
+def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Run ``handler`` on 127.0.0.1 (a free port) in a thread; yield ``127.0.0.1:PORT``."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -279,6 +285,12 @@ def token_registry() -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture
+def token_registry() -> Iterator[str]:
+    with _serve(_TokenRegistry) as address:
+        yield address
 
 
 def test_bearer_token_flow(token_registry: str) -> None:
@@ -297,3 +309,119 @@ def test_bearer_token_refused(token_registry: str) -> None:
     with pytest.raises(RegistryError, match=r"token service .* refused the credentials") as caught:
         manifest_digest(reference, credentials)
     assert credentials.password.secret not in str(caught.value)
+
+
+class _ClearTextRealm(_TokenRegistry):
+    """Names a token service on plain HTTP at a host that is not loopback."""
+
+    def realm(self) -> str:
+        return "http://token.invalid/jwt/auth"
+
+
+def test_token_service_on_plain_http_gets_no_credentials(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    password = _TokenRegistry.password
+    credentials = RegistryCredentials(_TokenRegistry.user, HiddenText(password))
+    with _serve(_ClearTextRealm) as address:
+        reference = ImageRef.parse(f"{address}/group/project/vote:v1")
+        with pytest.raises(RegistryError) as caught:
+            manifest_digest(reference, credentials)
+    message = str(caught.value)
+    assert "http://token.invalid/jwt/auth" in message
+    assert "over https" in message
+    assert "token.invalid in [registry] insecure" in message
+    assert not any("token.invalid" in r.getMessage() for r in caplog.records)  # never contacted
+    assert password not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "insecure", "clear"),
+    [
+        ("http://gitlab.lan/jwt/auth", (), True),
+        ("http://gitlab.lan:8080/jwt/auth", ("gitlab.lan",), True),
+        ("http://gitlab.lan:8080/jwt/auth", ("gitlab.lan:8080",), False),
+        ("https://gitlab.lan/jwt/auth", (), False),
+        ("http://127.0.0.1:5000/token", (), False),
+        ("http://localhost/token", (), False),
+        ("http://[::1]:5000/token", (), False),
+    ],
+)
+def test_in_clear(url: str, insecure: tuple[str, ...], clear: bool) -> None:
+    assert in_clear(url, insecure) is clear
+
+
+# -- redirects ----------------------------------------------------------------------------------
+
+
+class _Storage(BaseHTTPRequestHandler):
+    """Where a registry sends clients on: serves the manifest, records what it was sent."""
+
+    authorizations: ClassVar[list[str | None]] = []
+
+    def do_HEAD(self) -> None:
+        self.authorizations.append(self.headers.get("Authorization"))
+        self.send_response(200)
+        self.send_header("Docker-Content-Digest", DIGEST)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        """urllib (3.11) follows a redirected HEAD with a GET."""
+        self.do_HEAD()
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Silence the default request log on stderr."""
+
+
+class _RedirectingRegistry(BaseHTTPRequestHandler):
+    """Basic auth like the real registry; ``/manifests/moved`` redirects to ``location``."""
+
+    user = "homelab"
+    password = "pw-" + secrets.token_hex(6)
+    location: ClassVar[str] = ""
+
+    def do_HEAD(self) -> None:
+        expected = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+        if self.headers.get("Authorization") != f"Basic {expected}":
+            self._answer(401, {"WWW-Authenticate": 'Basic realm="registry"'})
+        elif self.path.endswith("/manifests/moved"):
+            self._answer(307, {"Location": self.location})
+        else:
+            self._answer(200, {"Docker-Content-Digest": DIGEST})
+
+    def _answer(self, status: int, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        """urllib (3.11) follows a redirected HEAD with a GET."""
+        self.do_HEAD()
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Silence the default request log on stderr."""
+
+
+def test_redirect_to_another_host_drops_the_credentials() -> None:
+    credentials = RegistryCredentials(
+        _RedirectingRegistry.user, HiddenText(_RedirectingRegistry.password)
+    )
+    _Storage.authorizations.clear()
+    with _serve(_Storage) as storage, _serve(_RedirectingRegistry) as address:
+        _RedirectingRegistry.location = f"http://{storage}/blobs/manifest?signed=1"
+        assert manifest_digest(ImageRef.parse(f"{address}/vote:moved"), credentials) == DIGEST
+    assert _Storage.authorizations == [None]
+
+
+def test_redirect_on_the_same_registry_keeps_the_credentials() -> None:
+    credentials = RegistryCredentials(
+        _RedirectingRegistry.user, HiddenText(_RedirectingRegistry.password)
+    )
+    with _serve(_RedirectingRegistry) as address:
+        _RedirectingRegistry.location = f"http://{address}/v2/vote/manifests/v1"
+        # The target demands the credentials again: only a request that kept them gets the digest.
+        assert manifest_digest(ImageRef.parse(f"{address}/vote:moved"), credentials) == DIGEST
