@@ -103,13 +103,18 @@ class ImageEntry:
 
 @dataclass(frozen=True)
 class OverlayEdit:
-    """The result of an overlay edit: the file, whether it changed, its entries and the diff."""
+    """The result of an overlay edit: the file, whether it changed, its entries and the diff.
+
+    ``edited`` names the entries whose lines the edit changed, added or removed: those whose
+    value changed, and also those only re-quoted or whose duplicates were removed.
+    """
 
     path: Path
     changed: bool
     before: tuple[ImageEntry, ...]
     after: tuple[ImageEntry, ...]
     diff: str
+    edited: tuple[str, ...] = ()
 
 
 def find_kustomization(overlay: Path | str) -> Path:
@@ -171,12 +176,14 @@ def apply_overlay_entries(
     one is added in name order; entries not named stay untouched. Formatting is kept as in
     :func:`set_overlay_image`. ``dry_run`` writes nothing.
     """
+    path = find_kustomization(overlay)
     targets: dict[str, ImageEntry] = {}
     for entry in entries:
         if entry.name in targets:
-            raise OverlayError(f"image entry {entry.name!r} is given twice; give each name once")
+            raise OverlayError(
+                f"image entry {entry.name!r} is given twice for {path}; give each name once"
+            )
         targets[entry.name] = _checked_entry(entry)
-    path = find_kustomization(overlay)
     doc = _Document.load(path, _read_text(path))
     return _finish(doc, targets, collapse_all=False, dry_run=dry_run)
 
@@ -396,6 +403,7 @@ class _Editor:
         self.nl = "\r\n" if "\r\n" in doc.text else "\n"
         self.splices: list[_Splice] = []
         self.structural = False  # True once an edit adds, removes or joins lines
+        self.edited: dict[str, None] = {}  # names of the entries whose text changes, in order
 
     def plan(self, targets: Mapping[str, ImageEntry], collapse_all: bool) -> tuple[ImageEntry, ...]:
         """Record the splices; return the entries the new text holds, in file order."""
@@ -405,12 +413,17 @@ class _Editor:
             if any(other.entry.name == name for other in kept):
                 if name in targets or collapse_all:
                     self._drop_item(item)
+                    self.edited[name] = None
                     continue
             elif name in targets:
+                count = len(self.splices)
                 self._rewrite(item, targets[name])
+                if len(self.splices) > count:
+                    self.edited[name] = None
             kept.append(item)
         present = {item.entry.name for item in kept}
         new = [targets[name] for name in sorted(targets) if name not in present]
+        self.edited.update(dict.fromkeys(entry.name for entry in new))
         after = [targets.get(item.entry.name, item.entry) for item in kept]
         return tuple(self._add(new, kept, after))
 
@@ -718,7 +731,8 @@ def _finish(
     if changed and not dry_run:
         _write_atomic(doc.path, text)
     _log_changes(doc.path, before, after, changed, dry_run)
-    return OverlayEdit(doc.path, changed, before, after, _diff(doc.path, doc.text, text))
+    diff = _diff(doc.path, doc.text, text)
+    return OverlayEdit(doc.path, changed, before, after, diff, tuple(editor.edited))
 
 
 def _verify(path: Path, text: str, expected: tuple[ImageEntry, ...]) -> None:

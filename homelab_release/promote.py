@@ -4,6 +4,8 @@
 ``verify``) that every reference it would promote exists in the registry, and then writes them into
 the target overlay with :func:`~homelab_release.overlay.apply_overlay_entries`, which keeps the
 target file's comments and layout. Target entries that the source does not name stay as they are.
+When the source has several entries for a name, the first one is promoted (kustomize renders the
+first). ``Promotion.changed`` says whether the target file changes, for whatever reason.
 """
 
 from __future__ import annotations
@@ -15,7 +17,12 @@ from pathlib import Path
 
 from homelab_release.errors import OverlayError, PromotionError, RegistryError
 from homelab_release.images import ImageRef
-from homelab_release.overlay import ImageEntry, apply_overlay_entries, read_overlay_images
+from homelab_release.overlay import (
+    ImageEntry,
+    OverlayEdit,
+    apply_overlay_entries,
+    read_overlay_images,
+)
 from homelab_release.registry import RegistryCredentials, image_exists
 
 log = logging.getLogger(__name__)
@@ -25,11 +32,17 @@ ExistsCheck = Callable[[str], bool]
 
 @dataclass(frozen=True)
 class PromotedImage:
-    """One entry whose value changes in the target overlay (``before`` is None when it is new)."""
+    """One entry whose lines change in the target overlay (``before`` is None when it is new).
+
+    ``reason`` is ``added``, ``changed`` (its value), ``duplicates removed`` (later entries with
+    the name go), ``changed, duplicates removed``, or ``rewritten`` (the same value written anew:
+    re-quoted so that YAML 1.1 reads a string, or an empty field dropped).
+    """
 
     name: str
     before: ImageEntry | None
     after: ImageEntry
+    reason: str = "changed"
 
 
 @dataclass(frozen=True)
@@ -40,12 +53,8 @@ class Promotion:
     target: Path
     changes: tuple[PromotedImage, ...]
     diff: str
+    changed: bool  # the target file differs (or would, in a dry run) after promotion
     written: bool
-
-    @property
-    def changed(self) -> bool:
-        """Whether the target overlay differs (or would differ, in a dry run) after promotion."""
-        return bool(self.changes)
 
 
 def promote_overlay(
@@ -71,14 +80,29 @@ def promote_overlay(
         check = exists or _registry_check(credentials, insecure_registries)
         _verify(entries, check)
     edit = apply_overlay_entries(target, entries, dry_run=dry_run)
-    before = {entry.name: entry for entry in edit.before}
-    changes = tuple(
-        PromotedImage(entry.name, before.get(entry.name), entry)
-        for entry in entries
-        if before.get(entry.name) != entry
-    )
+    changes = _changes(edit, entries)
     log.info("promotion %s -> %s: %d image(s) change", source, target, len(changes))
-    return Promotion(Path(source), edit.path, changes, edit.diff, edit.changed and not dry_run)
+    written = edit.changed and not dry_run
+    return Promotion(Path(source), edit.path, changes, edit.diff, edit.changed, written)
+
+
+def _changes(edit: OverlayEdit, entries: Sequence[ImageEntry]) -> tuple[PromotedImage, ...]:
+    """The promoted entries whose lines the edit touched, each with the reason."""
+    changes = []
+    for entry in entries:
+        if entry.name in edit.edited:
+            before = [old for old in edit.before if old.name == entry.name]
+            first = before[0] if before else None
+            changes.append(PromotedImage(entry.name, first, entry, _reason(first, entry, before)))
+    return tuple(changes)
+
+
+def _reason(first: ImageEntry | None, entry: ImageEntry, before: list[ImageEntry]) -> str:
+    if first is None:
+        return "added"
+    reasons = ["changed"] if first != entry else []
+    reasons += ["duplicates removed"] if len(before) > 1 else []
+    return ", ".join(reasons) or "rewritten"
 
 
 def _select(source: Path, names: Collection[str] | None) -> tuple[ImageEntry, ...]:
@@ -91,6 +115,7 @@ def _select(source: Path, names: Collection[str] | None) -> tuple[ImageEntry, ..
             f"source overlay {source} has no images: entries, so there is nothing to promote; "
             "run build_develop first or pick another source environment"
         )
+    entries = _first_per_name(source, entries)
     if names is None:
         return entries
     known = {entry.name for entry in entries}
@@ -103,13 +128,38 @@ def _select(source: Path, names: Collection[str] | None) -> tuple[ImageEntry, ..
     return tuple(entry for entry in entries if entry.name in names)
 
 
+def _first_per_name(source: Path, entries: tuple[ImageEntry, ...]) -> tuple[ImageEntry, ...]:
+    """Each name's first entry: kustomize renders the source overlay with the first one."""
+    first: dict[str, ImageEntry] = {}
+    for entry in entries:
+        if entry.name in first:
+            what = (source, entry.name, first[entry.name].reference)
+            log.warning("%s: several entries named %s; promoting the first, %s", *what)
+        first.setdefault(entry.name, entry)
+    return tuple(first.values())
+
+
 def _verify(entries: Sequence[ImageEntry], exists: ExistsCheck) -> None:
+    """Every promoted reference must be in its registry (all missing ones are listed)."""
+    for entry in entries:
+        _check_verifiable(entry)
     missing = [entry.reference for entry in entries if not exists(entry.reference)]
     if missing:
         raise PromotionError(
             "not promoting: these images are not in the registry: "
             + ", ".join(missing)
             + "; rebuild them (build_develop) or promote only the others with --image"
+        )
+
+
+def _check_verifiable(entry: ImageEntry) -> None:
+    """An entry with a tagSuffix but no newTag/digest names no tag: nothing to look up."""
+    if entry.tag_suffix and not (entry.new_tag or entry.digest):
+        raise PromotionError(
+            f"cannot check image entry {entry.name!r} in the registry: its tagSuffix "
+            f"{entry.tag_suffix!r} extends the tag of the base's image, which the overlay does "
+            "not name; set newTag or digest in the entry, promote the others with --image, "
+            "or promote with --no-verify"
         )
 
 

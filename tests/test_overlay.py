@@ -256,6 +256,7 @@ def test_apply_entries_replaces_adds_and_leaves_others(tmp_path: Path) -> None:
         ImageEntry("d", None, "2"),  # not named: untouched, duplicate and all
     )
     assert read_overlay_images(folder) == edit.after
+    assert edit.edited == ("c", "b")  # c rewritten and its duplicate removed, b added
 
 
 def test_apply_entries_dry_run_writes_nothing(tmp_path: Path) -> None:
@@ -273,7 +274,7 @@ def test_apply_entries_dry_run_writes_nothing(tmp_path: Path) -> None:
         ([ImageEntry("vote", None, "v1/x")], "tag 'v1/x' has a '/'"),
         ([ImageEntry("Vote")], "component 'Vote' is not valid"),
         ([ImageEntry("vote", None, None, "sha256:1")], "not of the form algorithm:hex"),
-        ([ImageEntry("vote"), ImageEntry("vote")], "is given twice"),
+        ([ImageEntry("vote"), ImageEntry("vote")], r"'vote' is given twice for .*kustomization"),
         ([ImageEntry("vote", tag_suffix="/x")], "tagSuffix '/x' has a '/'"),
     ],
 )
@@ -563,6 +564,8 @@ def test_edits_match_kustomize_and_keep_everything_else(
     assert old_data == new_data
     for key, value in YAML(typ="safe", pure=True).load(new_text)["images"][0].items():
         assert isinstance(value, str), (key, value)  # YAML 1.2 reads strings
+    assert edit.changed == bool(edit.edited)
+    assert set(edit.edited) >= {e.name for e in edit.after if e not in edit.before}
     assert not set_overlay_image(folder, *specs).changed
 
 
