@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,6 +25,7 @@ from homelab_release.overlay import (
     read_overlay_images,
     set_overlay_image,
 )
+from tests.infra import in_ci
 
 DATA = Path(__file__).parent / "data" / "overlays"
 CASES = sorted(path.name for path in DATA.iterdir() if path.is_dir())
@@ -569,7 +573,14 @@ def test_edits_match_kustomize_and_keep_everything_else(
     assert not set_overlay_image(folder, *specs).changed
 
 
-# --- against the real kustomize binary (when there is one) ---------------------------------------
+# --- against the real kustomize binary ------------------------------------------------------------
+
+
+def missing_tool(reason: str) -> NoReturn:
+    """A tool a test needs is missing: in CI (``CI=true``) the test fails, elsewhere it skips."""
+    if in_ci():
+        pytest.fail(f"CI needs this tool: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def kustomize_binary() -> str | None:
@@ -600,7 +611,7 @@ V4_CASES = [
 def test_same_entries_as_the_kustomize_binary(tmp_path: Path, specs: list[str]) -> None:
     binary = kustomize_binary()
     if binary is None:
-        pytest.skip("no kustomize binary (set KUSTOMIZE_BIN or run benchmarks/bench_overlay.py)")
+        missing_tool("no kustomize binary (run scripts/setup.sh, or set KUSTOMIZE_BIN)")
     text = images_yaml(VOTE, ImageEntry("worker", None, "7"), ImageEntry("vote", "x", "9"))
     ours = overlay_with(tmp_path, text)
     theirs = tmp_path / "theirs"
@@ -609,3 +620,29 @@ def test_same_entries_as_the_kustomize_binary(tmp_path: Path, specs: list[str]) 
     proc.run([binary, "edit", "set", "image", *specs], cwd=theirs)
     edit = set_overlay_image(ours, *specs)
     assert sorted(edit.after, key=lambda e: e.name) == list(read_overlay_images(theirs))
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome", "code"), [("true", "1 failed, 1 error", 1), ("", "2 skipped", 0)]
+)
+def test_missing_tools_fail_in_ci_and_skip_elsewhere(
+    tmp_path: Path, ci: str, outcome: str, code: int
+) -> None:
+    """Without kustomize and kubectl (empty HOME, PATH of python only) the oracle tests react."""
+    tests = [
+        "tests/test_overlay.py::test_same_entries_as_the_kustomize_binary[specs0]",
+        "tests/test_overlay_render.py::test_tags_render_as_the_exact_string[1e3]",
+    ]
+    env = {"HOME": str(tmp_path), "PATH": str(Path(sys.executable).parent), "CI": ci}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+        cwd=Path(__file__).parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == code, result.stdout + result.stderr
+    assert outcome in result.stdout
+    assert ("CI needs this tool" in result.stdout) == bool(ci)

@@ -11,6 +11,7 @@ from ruamel.yaml import YAML
 from homelab_release import proc
 from homelab_release.images import split_reference
 from homelab_release.overlay import ImageEntry, apply_overlay_entries, set_overlay_image
+from tests.test_overlay import missing_tool
 
 pytestmark = pytest.mark.kustomize
 
@@ -43,7 +44,7 @@ def deployment(name: str, images: dict[str, str]) -> str:
 def overlay(tmp_path: Path) -> Path:
     """k8s/base with two Deployments and k8s/overlays/develop with commented images."""
     if shutil.which("kubectl") is None:
-        pytest.skip("kubectl is not on PATH")
+        missing_tool("kubectl is not on PATH (it renders the overlays: install it)")
     base = tmp_path / "k8s" / "base"
     base.mkdir(parents=True)
     (base / "web.yaml").write_text(deployment("web", dict(list(BASE_IMAGES.items())[:3])))
