@@ -7,7 +7,8 @@ Used by the test fixtures and by ``nox -s demo``. Both run from Debian packages 
 >>> with DockerEngine(Path("/tmp/x/engine")) as engine, LocalRegistry(Path("/tmp/x/reg")) as reg:  # doctest: +SKIP
 ...     build_image(context=busybox_context(Path("/tmp/x/ctx"), "echo hi"), ...)
 
-Each part is stopped by the PID it was started with; nothing else is touched.
+Each part is stopped by the PID it was started with; nothing else is touched. Before starting
+anything, :func:`check_requirements` tells in one message everything missing on this machine.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -45,12 +47,104 @@ class SandboxUnavailableError(SandboxError):
     """A local part cannot run on this machine at all (a package is missing, or root is needed)."""
 
 
+@dataclass(frozen=True)
+class Requirement:
+    """A program (looked up on the search path) or a file (an absolute path) and its Debian package."""
+
+    name: str
+    package: str
+
+    def find(self, search_path: str) -> str | None:
+        """Where it is, or None."""
+        if Path(self.name).is_absolute():
+            return self.name if Path(self.name).is_file() else None
+        return shutil.which(self.name, path=search_path)
+
+
+ENGINE_NEEDS = (Requirement("dockerd", "docker.io"), Requirement("containerd", "docker.io"))
+REGISTRY_NEEDS = (
+    Requirement("docker-registry", "docker-registry"),
+    Requirement("htpasswd", "apache2-utils"),
+)
+_ROOT_HINT = "run as root (dockerd needs it)"
+_REUSE_HINT = ", or set DOCKER_HOST=unix:///PATH/docker.sock to a running engine you may use"
+
+
+def check_requirements(
+    *,
+    reuse_engine: bool = False,
+    uid: int | None = None,
+    search_path: str | None = None,
+    busybox: Path = BUSYBOX,
+) -> None:
+    """Check up front everything the sandbox (and so ``nox -s demo``) needs on this machine.
+
+    That is root, ``dockerd`` and ``containerd`` (``docker.io``), ``docker-registry``, ``htpasswd``
+    (``apache2-utils``), ``/bin/busybox`` (``busybox-static``) and ``git``. With ``reuse_engine``,
+    an engine answering on ``DOCKER_HOST`` (as :class:`DockerEngine` ``reuse=True`` adopts it)
+    stands in for root, dockerd and containerd. Raises :class:`SandboxUnavailableError` with one
+    message naming every missing part and a single ``apt-get install`` line for all of them.
+    ``uid`` (default the effective uid), ``search_path`` (default ``$PATH`` plus ``/usr/sbin`` and
+    ``/sbin``) and ``busybox`` say where to look.
+    """
+    engine = not (reuse_engine and reusable_engine() is not None)
+    needs = (
+        *(ENGINE_NEEDS if engine else ()),
+        *REGISTRY_NEEDS,
+        Requirement(str(busybox), "busybox-static"),
+        Requirement("git", "git"),
+    )
+    locate(needs, root=engine, uid=uid, search_path=search_path, reuse=reuse_engine)
+
+
+def locate(
+    needs: Sequence[Requirement],
+    *,
+    root: bool = False,
+    uid: int | None = None,
+    search_path: str | None = None,
+    reuse: bool = False,
+) -> dict[str, str]:
+    """The path of each of ``needs`` by name; :class:`SandboxUnavailableError` naming all missing.
+
+    ``root``: also require the effective uid (or ``uid``) to be 0.
+    """
+    where = search_path if search_path is not None else default_search_path()
+    found = {need.name: need.find(where) for need in needs}
+    missing = [need for need in needs if found[need.name] is None]
+    not_root = root and (os.geteuid() if uid is None else uid) != 0
+    if missing or not_root:
+        raise SandboxUnavailableError(_unavailable(missing, not_root, reuse=reuse))
+    return {name: path for name, path in found.items() if path is not None}
+
+
 def require(program: str, package: str) -> str:
     """The path of ``program``; :class:`SandboxUnavailableError` saying what to install otherwise."""
-    path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
-    if path is None:
-        raise SandboxUnavailableError(f"{program} not found: apt-get install {package}")
-    return path
+    return locate([Requirement(program, package)])[program]
+
+
+def default_search_path() -> str:
+    """``$PATH`` and then ``/usr/sbin:/sbin`` (dockerd is there, not on every user's PATH)."""
+    return os.pathsep.join((os.environ.get("PATH", os.defpath), "/usr/sbin", "/sbin"))
+
+
+def _unavailable(missing: Sequence[Requirement], not_root: bool, *, reuse: bool) -> str:
+    lines = ["the sandbox (local Docker Engine and registry) cannot run on this machine:"]
+    if missing:
+        packages = " ".join(dict.fromkeys(need.package for need in missing))
+        lines.append("  missing: " + ", ".join(f"{n.name} ({n.package})" for n in missing))
+        lines.append(f"  install them (as root): apt-get install {packages}")
+    if not_root:
+        lines.append(f"  {_ROOT_HINT}{_REUSE_HINT if reuse else ''}")
+    return "\n".join(lines)
+
+
+def reusable_engine(env: Mapping[str, str] | None = None) -> str | None:
+    """``DOCKER_HOST`` when it is a ``unix://`` socket on which an engine answers, else None."""
+    host = (os.environ if env is None else env).get("DOCKER_HOST", "")
+    if host.startswith("unix://") and ping(Path(host.removeprefix("unix://"))):
+        return host
+    return None
 
 
 class _Daemon:
@@ -62,10 +156,12 @@ class _Daemon:
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self.log_path: Path | None = None
+        self._log_start = 0
 
     def _spawn(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
+        self._log_start = self._log.tell()  # the file may hold earlier runs: this one starts here
         self._process = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -91,10 +187,20 @@ class _Daemon:
         self.stop()
         raise SandboxError(f"{self.name} did not become ready within {timeout:g}s{self._tail()}")
 
-    def _tail(self) -> str:
+    def output(self) -> str:
+        """What the process wrote since it was last started (earlier runs' lines left out)."""
         if self.log_path is None or not self.log_path.exists():
             return ""
-        lines = self.log_path.read_text(errors="replace").strip().splitlines()[-15:]
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_start)
+            return log.read().decode(errors="replace")
+
+    def _tail(self) -> str:
+        if self.log_path is None:
+            return ""
+        lines = self.output().strip().splitlines()[-15:]
+        if not lines:
+            return f" (its log {self.log_path} is empty)"
         return f" (log {self.log_path}):\n  " + "\n  ".join(lines)
 
     @property
@@ -151,12 +257,7 @@ class DockerEngine(_Daemon):
         """Start dockerd (or adopt ``DOCKER_HOST``) and wait until it answers ``/_ping``."""
         if self.reuse and self._adopt():
             return self
-        dockerd = require("dockerd", "docker.io")
-        require("containerd", "docker.io")
-        if os.geteuid() != 0:
-            raise SandboxUnavailableError(
-                "dockerd needs root: run as root, or set DOCKER_HOST to an engine you can use"
-            )
+        dockerd = locate(ENGINE_NEEDS, root=True, reuse=self.reuse)["dockerd"]
         self.folder.mkdir(parents=True, exist_ok=True)
         # Unix socket paths are limited to ~107 bytes: keep the socket and exec root short.
         self._runtime = Path(tempfile.mkdtemp(prefix="hr-dockerd-", dir="/tmp"))
@@ -179,8 +280,8 @@ class DockerEngine(_Daemon):
         ]
 
     def _adopt(self) -> bool:
-        host = os.environ.get("DOCKER_HOST", "")
-        if not host.startswith("unix://") or not ping(Path(host.removeprefix("unix://"))):
+        host = reusable_engine()
+        if host is None:
             return False
         self.host, self.reused = host, True
         return True
@@ -243,10 +344,10 @@ class LocalRegistry(_Daemon):
 
     def start(self) -> Self:
         """Write the htpasswd file and config, start the registry, wait until ``/v2/`` says 401."""
-        registry = require("docker-registry", "docker-registry")
-        require("htpasswd", "apache2-utils")
+        programs = locate(REGISTRY_NEEDS)
+        registry = programs["docker-registry"]
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._write_htpasswd()
+        self._write_htpasswd(programs["htpasswd"])
         for _attempt in range(3):  # a free port may be taken between choosing and binding it
             self.port = free_port()
             config = self._write_config()
@@ -254,16 +355,16 @@ class LocalRegistry(_Daemon):
             try:
                 self._wait_until(self._answers, self.timeout)
             except SandboxError:
-                if "address already in use" not in self._tail():
+                if "address already in use" not in self.output():
                     raise
                 continue
             return self
         raise SandboxError(f"docker-registry could not bind a free port{self._tail()}")
 
-    def _write_htpasswd(self) -> None:
+    def _write_htpasswd(self, htpasswd: str) -> None:
         password = self.credentials.password
         line = proc.run(
-            ("htpasswd", "-niB", self.credentials.username),
+            (htpasswd, "-niB", self.credentials.username),
             input_text=password.secret + "\n",
             secrets=[password],
             timeout=60,
@@ -310,8 +411,7 @@ def busybox_context(folder: Path, script: str = "true", *, extra: str = "") -> P
 
     ``extra`` is appended to the Dockerfile as is. Returns ``folder``.
     """
-    if not BUSYBOX.is_file():
-        raise SandboxUnavailableError(f"{BUSYBOX} not found: apt-get install busybox-static")
+    locate([Requirement(str(BUSYBOX), "busybox-static")])
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy2(BUSYBOX, folder / "busybox")
     (folder / "Dockerfile").write_text(

@@ -34,9 +34,10 @@ def in_ci() -> bool:
 
 
 def _unavailable(err: SandboxUnavailableError) -> None:
+    reason = " ".join(line.strip() for line in str(err).splitlines())  # one line in the summary
     if in_ci():
-        pytest.fail(f"CI needs this part: {err}", pytrace=False)
-    pytest.skip(str(err))
+        pytest.fail(f"CI needs this part: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from homelab_release.sandbox import (
     SandboxError,
     SandboxUnavailableError,
     busybox_context,
+    check_requirements,
     ping,
     require,
 )
@@ -112,10 +113,135 @@ def test_stopped_registry_refuses_connections(stopped_registry: LocalRegistry) -
 
 
 def test_require_names_the_package() -> None:
-    with pytest.raises(
-        SandboxUnavailableError, match="no-such-tool-xyz not found: apt-get install pkg-x"
-    ):
+    with pytest.raises(SandboxUnavailableError) as caught:
         require("no-such-tool-xyz", "pkg-x")
+    assert "missing: no-such-tool-xyz (pkg-x)" in str(caught.value)
+    assert "apt-get install pkg-x" in str(caught.value)
+
+
+def test_registry_retries_only_for_its_own_bind_failure(
+    tmp_path: Path, registry: LocalRegistry
+) -> None:
+    # (the session registry proves docker-registry runs here)
+    folder = tmp_path / "registry"
+    folder.mkdir()
+    earlier = "listen tcp 127.0.0.1:5000: bind: address already in use (an earlier run)\n"
+    (folder / "registry.log").write_text(earlier)
+    with pytest.raises(SandboxError) as caught:
+        LocalRegistry(folder, timeout=0).start()  # fails for another reason: no time to start
+    assert "did not become ready within 0s" in str(caught.value)
+    assert "address already in use" not in str(caught.value)
+    assert (folder / "registry.log").read_text().startswith(earlier)  # kept, just not read
+
+
+# -- check_requirements -------------------------------------------------------------------------
+
+EVERY_PROGRAM = ("dockerd", "containerd", "docker-registry", "htpasswd", "git")
+EVERY_PACKAGE = "apt-get install docker.io docker-registry apache2-utils busybox-static git"
+
+
+def _bin(folder: Path, programs: tuple[str, ...]) -> str:
+    """A search path holding only executables named ``programs`` (they need only be found)."""
+    folder.mkdir()
+    for name in programs:
+        (folder / name).write_text("#!/bin/sh\n")
+        (folder / name).chmod(0o755)
+    return str(folder)
+
+
+def _problems(tmp_path: Path, programs: tuple[str, ...], busybox: bool, uid: int) -> list[str]:
+    """The lines of :func:`check_requirements`' message after its first, on a machine with just
+    these parts (``[]`` when nothing is missing); the busybox path shows as BUSYBOX."""
+    busybox_path = tmp_path / "busybox"
+    if busybox:
+        busybox_path.write_text("")
+    try:
+        check_requirements(
+            uid=uid, search_path=_bin(tmp_path / "bin", programs), busybox=busybox_path
+        )
+    except SandboxUnavailableError as err:
+        first, *rest = str(err).replace(str(busybox_path), "BUSYBOX").splitlines()
+        assert first == "the sandbox (local Docker Engine and registry) cannot run on this machine:"
+        return [line.strip() for line in rest]
+    return []
+
+
+ROOT = "run as root (dockerd needs it)"
+
+
+@pytest.mark.parametrize(
+    ("programs", "busybox", "uid", "expected"),
+    [
+        (EVERY_PROGRAM, True, 0, []),
+        (EVERY_PROGRAM, True, 1000, [ROOT]),
+        (
+            (),
+            False,
+            0,
+            [
+                "missing: dockerd (docker.io), containerd (docker.io), docker-registry "
+                "(docker-registry), htpasswd (apache2-utils), BUSYBOX (busybox-static), git (git)",
+                f"install them (as root): {EVERY_PACKAGE}",
+            ],
+        ),
+        (
+            ("dockerd", "docker-registry", "git"),
+            True,
+            1000,
+            [
+                "missing: containerd (docker.io), htpasswd (apache2-utils)",
+                "install them (as root): apt-get install docker.io apache2-utils",
+                ROOT,
+            ],
+        ),
+        (
+            ("dockerd", "containerd", "docker-registry", "htpasswd"),
+            False,
+            0,
+            [
+                "missing: BUSYBOX (busybox-static), git (git)",
+                "install them (as root): apt-get install busybox-static git",
+            ],
+        ),
+    ],
+    ids=["all-there", "not-root", "nothing-there", "some-missing-not-root", "busybox-and-git"],
+)
+def test_check_requirements_names_everything_at_once(
+    tmp_path: Path, programs: tuple[str, ...], busybox: bool, uid: int, expected: list[str]
+) -> None:
+    assert _problems(tmp_path, programs, busybox, uid) == expected
+
+
+def test_check_requirements_looks_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", _bin(tmp_path / "empty", ()))  # (dockerd may still be in /usr/sbin)
+    with pytest.raises(SandboxUnavailableError) as caught:
+        check_requirements(uid=0, busybox=tmp_path / "none")
+    message = str(caught.value)
+    for part in ("docker-registry (docker-registry)", "htpasswd (apache2-utils)", "git (git)"):
+        assert part in message
+    assert sum("apt-get install" in line for line in message.splitlines()) == 1
+
+
+def test_check_requirements_reuses_a_running_engine(
+    tmp_path: Path, docker_engine: DockerEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", docker_engine.host)
+    empty = _bin(tmp_path / "empty", ())
+    with pytest.raises(SandboxUnavailableError) as caught:
+        check_requirements(reuse_engine=True, uid=1000, search_path=empty)
+    message = str(caught.value)
+    assert "dockerd" not in message
+    assert "containerd" not in message
+    assert "run as root" not in message
+    assert (
+        message.splitlines()[-1]
+        .strip()
+        .endswith("apt-get install docker-registry apache2-utils git")
+    )
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(SandboxUnavailableError, match="dockerd") as caught:
+        check_requirements(reuse_engine=True, uid=1000, search_path=empty)
+    assert "set DOCKER_HOST=unix://" in str(caught.value)
 
 
 def test_busybox_context(tmp_path: Path) -> None:
