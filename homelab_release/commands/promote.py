@@ -49,7 +49,7 @@ def summary(result: PromoteResult, *, dry_run: bool = False) -> str:
     if not result.promotion.changed:
         return f"{head}: {result.target} already runs what {result.source} runs; nothing to commit"
     lines = [f"{head}:"]
-    lines.extend(f"  {c.name}: {c.after.reference}" for c in result.promotion.changes)
+    lines.extend(f"  {c.name}: {c.after.reference} ({c.reason})" for c in result.promotion.changes)
     lines.append(result.promotion.diff.rstrip("\n"))
     if dry_run:
         lines.append("dry run: nothing written")
