@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from homelab_release.example import EXAMPLE, ExampleRepos, create_example_repos
-from homelab_release.sandbox import DockerEngine, LocalRegistry
+from homelab_release.sandbox import DockerEngine, LocalRegistry, check_requirements
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class Sandbox:
 @contextmanager
 def sandbox(folder: Path | None = None, *, example: Path = EXAMPLE) -> Iterator[Sandbox]:
     """Start the engine and registry and lay out the example; stop what was started on exit."""
+    check_requirements(reuse_engine=True)  # everything missing, in one message, before starting
     root = folder or Path(tempfile.mkdtemp(prefix="homelab-release-demo-"))
     with ExitStack() as stack:
         engine = stack.enter_context(DockerEngine(root / "engine", reuse=True))

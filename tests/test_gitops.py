@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,7 @@ def log_of(bare: Path) -> list[str]:
     return run_git(bare, "log", "--format=%s", BRANCH).splitlines()
 
 
-def writer(name: str, text: str):  # type: ignore[no-untyped-def]
+def writer(name: str, text: str) -> Callable[[Path], str]:
     def apply(tree: Path) -> str:
         (tree / name).write_text(text)
         return name
