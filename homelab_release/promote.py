@@ -153,14 +153,15 @@ def _verify(entries: Sequence[ImageEntry], exists: ExistsCheck) -> None:
 
 
 def _check_verifiable(entry: ImageEntry) -> None:
-    """An entry with a tagSuffix but no newTag/digest names no tag: nothing to look up."""
-    if entry.tag_suffix and not (entry.new_tag or entry.digest):
-        raise PromotionError(
-            f"cannot check image entry {entry.name!r} in the registry: its tagSuffix "
-            f"{entry.tag_suffix!r} extends the tag of the base's image, which the overlay does "
-            "not name; set newTag or digest in the entry, promote the others with --image, "
-            "or promote with --no-verify"
-        )
+    """An entry without newTag or digest names no tag (the base's tag applies): nothing to look up."""
+    if entry.new_tag or entry.digest:
+        return
+    what = f"its tagSuffix {entry.tag_suffix!r} extends" if entry.tag_suffix else "it keeps"
+    raise PromotionError(
+        f"cannot check image entry {entry.name!r} in the registry: {what} the tag of the base's "
+        "image, which the overlay does not name; set newTag or digest in the entry, promote the "
+        "others with --image, or promote with --no-verify"
+    )
 
 
 def _registry_check(

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from homelab_release.config import Environment, ReleaseConfig
-from homelab_release.errors import CommandError, OverlayError
+from homelab_release.errors import OverlayError
 from homelab_release.git import git
 from homelab_release.gitops import checkout
 from homelab_release.overlay import ImageEntry, read_overlay_images
@@ -63,7 +63,10 @@ def environment_status(
     cfg = run.cfg
     with checkout(run.remote()) as tree:
         raw = {e.name: _read(tree, e) for e in cfg.environments}
-    images = {name: _images(cfg, run.root, entries) for name, (entries, _) in raw.items()}
+    times = _commit_times(
+        run.root, [e.new_tag or "" for entries, _ in raw.values() for e in entries]
+    )
+    images = {name: _images(cfg, entries, times) for name, (entries, _) in raw.items()}
     statuses = tuple(
         EnvironmentStatus(
             e.name,
@@ -85,24 +88,24 @@ def _read(tree: Path, environment: Environment) -> tuple[tuple[ImageEntry, ...],
 
 
 def _images(
-    cfg: ReleaseConfig, root: Path, entries: tuple[ImageEntry, ...]
+    cfg: ReleaseConfig, entries: tuple[ImageEntry, ...], times: Mapping[str, int]
 ) -> tuple[ServiceImage, ...]:
-    by_name = {entry.name: entry for entry in entries}
+    by_name = {entry.name: entry for entry in reversed(entries)}  # the first of duplicates wins
     out = []
     for service in cfg.services:
         entry = by_name.get(service.overlay_name(cfg.registry))
         commit = entry.new_tag if entry and entry.new_tag and _SHA.match(entry.new_tag) else None
-        out.append(ServiceImage(service.name, entry, commit, _commit_time(root, commit)))
+        out.append(ServiceImage(service.name, entry, commit, times.get(commit or "")))
     return tuple(out)
 
 
-def _commit_time(root: Path, commit: str | None) -> int | None:
-    if commit is None:
-        return None
-    try:
-        return int(git(root, "show", "-s", "--format=%ct", commit).strip())
-    except (CommandError, ValueError):
-        return None  # built from a commit this clone does not have
+def _commit_times(root: Path, tags: Sequence[str]) -> dict[str, int]:
+    """Commit times of the tags that are commits of this clone, in one git process."""
+    shas = sorted({tag for tag in tags if _SHA.match(tag)})
+    if not shas:
+        return {}
+    out = git(root, "log", "--no-walk=unsorted", "--ignore-missing", "--format=%H %ct", *shas)
+    return {sha: int(time) for sha, time in (line.split() for line in out.splitlines())}
 
 
 def _behind(

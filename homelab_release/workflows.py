@@ -129,7 +129,9 @@ class Pipeline:
                 "first (git checkout), or leave head at HEAD"
             )
         contexts = sorted({self.cfg.service(name).context for name in changes.services})
-        dirty = git(self.root, "status", "--porcelain", "--", *contexts).strip()
+        # Untracked files do not count: CI leaves caches and reports in the project folder.
+        status = ("status", "--porcelain", "--untracked-files=no", "--", *contexts)
+        dirty = git(self.root, *status).strip()
         if dirty:
             raise ReleaseError(
                 f"uncommitted changes in {', '.join(contexts)} would be built into images tagged "

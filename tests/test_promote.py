@@ -127,3 +127,10 @@ def test_tag_suffix_without_tag_cannot_be_verified(tmp_path: Path) -> None:
     with pytest.raises(PromotionError, match=r"entry 'vote'.*tagSuffix '-debug'.*--no-verify"):
         promote_overlay(source, target)
     assert (target / "kustomization.yaml").read_text() == HEAD
+
+
+def test_rename_without_tag_cannot_be_verified(tmp_path: Path) -> None:
+    source, target = overlays(tmp_path, "- name: vote\n  newName: reg/vote\n", "")
+    with pytest.raises(PromotionError, match=r"entry 'vote'.*it keeps the tag of the base's image"):
+        promote_overlay(source, target, exists=lambda reference: True)
+    assert (target / "kustomization.yaml").read_text() == HEAD
