@@ -67,7 +67,11 @@ def _communicate(
     stdin = subprocess.PIPE if input_text is not None else None
     pipe = subprocess.PIPE
     try:
-        child = _Process(argv, cwd=cwd, env=env, stdin=stdin, stdout=pipe, stderr=pipe, text=True)
+        # Git prints paths as raw bytes: a name that is not UTF-8 must not crash the reading.
+        child = _Process(
+            argv, cwd=cwd, env=env, stdin=stdin, stdout=pipe, stderr=pipe,
+            encoding="utf-8", errors="surrogateescape",
+        )  # fmt: skip
     except (FileNotFoundError, PermissionError) as err:
         if err.filename != argv[0]:
             raise  # the working directory, not the program

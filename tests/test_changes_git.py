@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -581,3 +582,12 @@ def test_a_monorepo_without_services_is_an_error(repo: GitRepo) -> None:
     repo.commit("docs only", "README.md")
     with pytest.raises(ConfigError, match=r"no services: .*\[services.NAME\]"):
         detect_changes(repo.path, env={})
+
+
+def test_a_path_that_is_not_utf8_is_matched_not_fatal(repo: GitRepo) -> None:
+    first = repo.commit("start", "vote/a")
+    (repo.path / "vote").joinpath(os.fsdecode(b"caf\xe9.txt")).write_text("latin-1 name\n")
+    second = repo.commit("odd name")
+    changes = detect_changes(repo.path, base=first, head=second, services={"vote": ["vote/**/*"]})
+    assert changes.services == ("vote",)
+    assert changes.files == (os.fsdecode(b"vote/caf\xe9.txt"),)
