@@ -7,10 +7,8 @@ give a pipeline's variables without touching the process environment.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from homelab_release.errors import ReleaseError
 from homelab_release.secrets import HiddenText
@@ -68,24 +66,6 @@ def format_dotenv(values: Mapping[str, str]) -> str:
             raise ReleaseError(f"dotenv value of {key} has a newline, which GitLab cannot read")
         lines.append(f"{key}={value}")
     return "\n".join(lines) + "\n"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` through a unique temporary file in the same folder.
-
-    Readers see the old or the new content, never a part; a failure leaves no temporary file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(name).replace(path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
 
 
 def dotenv_key(service: str) -> str:

@@ -17,12 +17,9 @@ else double-quoted (``"1.10"``, ``"012"``, ``"on"``).
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +29,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from homelab_release.errors import ImageRefError, OverlayError
+from homelab_release.files import write_atomic
 from homelab_release.images import (
     SPEC_FORMS,
     ImageSpec,
@@ -729,7 +727,7 @@ def _finish(
     if changed and editor.structural:
         _verify(doc.path, text, after)
     if changed and not dry_run:
-        _write_atomic(doc.path, text)
+        write_atomic(doc.path, text)
     _log_changes(doc.path, before, after, changed, dry_run)
     diff = _diff(doc.path, doc.text, text)
     return OverlayEdit(doc.path, changed, before, after, diff, tuple(editor.edited))
@@ -761,24 +759,6 @@ def _diff(path: Path, before: str, after: str) -> str:
 
 def _diff_line(line: str) -> str:
     return line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` by a complete new file (same folder, fsync, rename), keeping its mode."""
-    target = Path(os.path.realpath(path))
-    mode = target.stat().st_mode & 0o7777
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        Path(temporary).chmod(mode)
-        Path(temporary).replace(target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(temporary).unlink()
-        raise
 
 
 def _log_changes(

@@ -21,6 +21,7 @@ from homelab_release.build import build_image
 from homelab_release.changes import ChangeSet, detect_changes
 from homelab_release.config import Environment, ReleaseConfig, Service, load_config
 from homelab_release.errors import ConfigError, PromotionError, ReleaseError
+from homelab_release.files import write_atomic
 from homelab_release.git import git, is_ancestor, is_commit_sha, toplevel
 from homelab_release.gitops import ManifestsRemote, Published, checkout, commit_message, publish
 from homelab_release.overlay import (
@@ -462,8 +463,8 @@ def _with_reports(result: BuildDevelopResult, folder: Path) -> BuildDevelopResul
     """Write ``build.env`` and ``release-report.json`` into ``folder``."""
     dotenv = folder / "build.env"
     report = folder / "release-report.json"
-    ci.write_atomic(dotenv, ci.format_dotenv(dotenv_values(result)))
-    ci.write_atomic(report, json.dumps(report_data(result), indent=2) + "\n")
+    write_atomic(dotenv, ci.format_dotenv(dotenv_values(result)))
+    write_atomic(report, json.dumps(report_data(result), indent=2) + "\n")
     return replace(result, reports=(dotenv, report))
 
 
