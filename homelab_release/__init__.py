@@ -29,8 +29,8 @@ from homelab_release.overlay import (
     set_overlay_image,
 )
 from homelab_release.promote import PromotedImage, Promotion, promote_overlay
-from homelab_release.registry import RegistryCredentials, image_exists, manifest_digest
-from homelab_release.secrets import HiddenText
+from homelab_release.registry import image_exists, manifest_digest
+from homelab_release.secrets import HiddenText, RegistryCredentials
 from homelab_release.status import Status, environment_status
 from homelab_release.workflows import (
     BuildDevelopResult,

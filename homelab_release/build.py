@@ -14,7 +14,6 @@ other tags, ``latest`` last, and check that the registry serves each at that sam
 from __future__ import annotations
 
 import logging
-import os
 import re
 import socket
 import time
@@ -32,16 +31,16 @@ import requests.exceptions
 from docker.utils import kwargs_from_env
 
 from homelab_release import git
+from homelab_release.context import CiContext
 from homelab_release.errors import BuildError, PushError, RegistryError, ReleaseError
 from homelab_release.images import ImageRef, check_tag
 from homelab_release.registry import (
-    RegistryCredentials,
     TransientError,
     manifest_digest,
     registry_host,
     with_retries,
 )
-from homelab_release.secrets import HiddenText, redact
+from homelab_release.secrets import HiddenText, RegistryCredentials, redact
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +165,7 @@ def build_image(
     - ``dockerfile``: absolute, or relative to ``context`` (default ``Dockerfile``).
     - ``cache_from``: images to pull and use as layer cache; default ``[repository:latest]``;
       ``[]`` pulls nothing. A cache image that does not exist yet is skipped.
-    - ``credentials``: default :meth:`RegistryCredentials.from_env` (``CI_REGISTRY_USER`` /
+    - ``credentials``: default from :class:`~homelab_release.context.CiContext` (``CI_REGISTRY_USER`` /
       ``CI_REGISTRY_PASSWORD``); used for the repository's registry only.
     - ``revision`` / ``source``: the ``org.opencontainers.image.revision`` / ``.source`` labels;
       default ``CI_COMMIT_SHA`` (else the context's git HEAD) and ``CI_PROJECT_URL``.
@@ -180,19 +179,20 @@ def build_image(
     """
     root = Path(context)
     repo = _repository(repository)
+    ctx = CiContext.from_env(env)
     plan = _Plan(
         tags=push_order(tags),
         dockerfile=_dockerfile(root, dockerfile),
         context=root.resolve(),
         repository=repo,
-        labels=_labels(root, labels or {}, revision, source, env),
+        labels=_labels(root, labels or {}, revision, source, ctx),
         build_args=dict(build_args or {}),
         target=target,
         cache_from=_cache_refs(repo, cache_from),
-        credentials=credentials if credentials is not None else RegistryCredentials.from_env(env),
+        credentials=credentials if credentials is not None else ctx.registry_credentials,
         insecure=tuple(insecure_registries),
     )
-    api, owned = _engine(client, timeout, os.environ if env is None else env)
+    api, owned = _engine(client, timeout, ctx.docker)
     try:
         return _build_and_push(api, plan, push=push)
     finally:
@@ -321,13 +321,12 @@ def _labels(
     labels: Mapping[str, str],
     revision: str | None,
     source: str | None,
-    env: Mapping[str, str] | None,
+    ctx: CiContext,
 ) -> dict[str, str]:
-    """The OCI labels (revision and source from ``env``, default the process's), then ``labels``."""
-    env = os.environ if env is None else env
+    """The OCI labels (revision and source default to the context's), then ``labels``."""
     oci = {"org.opencontainers.image.created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
-    revision = revision or env.get("CI_COMMIT_SHA") or _git_head(context)
-    source = source or env.get("CI_PROJECT_URL")
+    revision = revision or ctx.commit_sha or _git_head(context)
+    source = source or ctx.project_url
     if revision:
         oci["org.opencontainers.image.revision"] = revision
     if source:

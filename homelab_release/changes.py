@@ -20,7 +20,6 @@ from __future__ import annotations
 import bisect
 import functools
 import logging
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from homelab_release import git
 from homelab_release.config import ReleaseConfig, load_config
+from homelab_release.context import read_environment
 from homelab_release.errors import CommandError, ConfigError, GitError
 
 log = logging.getLogger(__name__)
@@ -697,7 +697,7 @@ def base_from_env(
     else (new branch, tag, schedule, web, API, outside CI) from the merge base with the default
     branch. The SHA is None, and the reason says why, when no base can be found.
     """
-    env = os.environ if env is None else env
+    env = read_environment(env)
     _, found = _env_base(repo, head, env, default_branch)
     return found.sha, found.reason
 
@@ -746,7 +746,7 @@ def detect_changes(
     ``head``; without, the base follows GitLab's ``CI_*`` variables (see :func:`base_from_env`).
     When no base can be found, every service counts as changed and ``reason`` says why.
     """
-    env = os.environ if env is None else env
+    env = read_environment(env)
     if services is None:
         config = config or load_config(git.toplevel(repo), env)
         services = {s.name: s.paths for s in config.services}

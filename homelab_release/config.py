@@ -7,7 +7,6 @@ environments are the seed's ``develop`` and ``stage`` (promoted from ``develop``
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from homelab_release.ci import dotenv_key
+from homelab_release.context import read_environment
 from homelab_release.errors import ConfigError
 from homelab_release.gitops import DEFAULT_AUTHOR
 
@@ -108,7 +108,7 @@ class ReleaseConfig:
 def load_config(repo: Path | str = ".", env: Mapping[str, str] | None = None) -> ReleaseConfig:
     """Read ``homelab-release.toml`` at the root of ``repo`` (if any) and fill in the defaults."""
     root = Path(repo).resolve()
-    env = os.environ if env is None else env
+    env = read_environment(env)
     if not root.is_dir():
         raise ConfigError(f"{root} is not a folder; pass the monorepo's root (--repo)")
     path = root / CONFIG_NAME

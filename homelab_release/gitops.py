@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from homelab_release.errors import CommandError, GitError
 from homelab_release.git import git
-from homelab_release.secrets import HiddenText, redact_url
+from homelab_release.secrets import GitCredentials, HiddenText, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +38,6 @@ _HELPER = (
 
 
 @dataclass(frozen=True)
-class GitCredentials:
-    """A user name and a token for HTTPS pushes (GitLab: ``oauth2`` + a project access token)."""
-
-    username: str
-    password: HiddenText
-
-
-@dataclass(frozen=True)
 class ManifestsRemote:
     """Where the manifests live: a credential-free URL, a branch and optional credentials."""
 
@@ -55,12 +47,11 @@ class ManifestsRemote:
 
     @classmethod
     def from_url(
-        cls, url: str, branch: str, token: HiddenText | None = None, user: str = "oauth2"
+        cls, url: str, branch: str, credentials: GitCredentials | None = None
     ) -> ManifestsRemote:
-        """Split credentials out of ``url``; an explicit ``token`` wins over URL credentials."""
+        """Split credentials out of ``url``; explicit ``credentials`` win over URL credentials."""
         clean, embedded = split_credentials(url)
-        creds = GitCredentials(user, token) if token else embedded
-        return cls(clean, branch, creds)
+        return cls(clean, branch, credentials or embedded)
 
     @property
     def shown(self) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from homelab_release.context import CiContext
 from homelab_release.errors import OverlayError, PromotionError, RegistryError
 from homelab_release.images import ImageRef
 from homelab_release.overlay import (
@@ -23,7 +24,8 @@ from homelab_release.overlay import (
     apply_overlay_entries,
     read_overlay_images,
 )
-from homelab_release.registry import RegistryCredentials, image_exists
+from homelab_release.registry import image_exists
+from homelab_release.secrets import RegistryCredentials
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +169,7 @@ def _check_verifiable(entry: ImageEntry) -> None:
 def _registry_check(
     credentials: RegistryCredentials | None, insecure: Sequence[str]
 ) -> ExistsCheck:
-    creds = credentials if credentials is not None else RegistryCredentials.from_env()
+    creds = credentials if credentials is not None else CiContext.from_env().registry_credentials
 
     def check(reference: str) -> bool:
         try:

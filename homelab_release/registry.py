@@ -1,7 +1,7 @@
 """A small client of the Registry HTTP API v2: does an image exist, and which digest does a tag name?
 
 >>> ref = ImageRef.parse("registry.example.com/homelab/vote:3f1c2ab")  # doctest: +SKIP
->>> manifest_digest(ref, RegistryCredentials.from_env())  # doctest: +SKIP
+>>> manifest_digest(ref, CiContext.from_env().registry_credentials)  # doctest: +SKIP
 'sha256:...'
 
 Every request has a timeout; connection failures and HTTP 5xx are retried with a bounded backoff
@@ -16,13 +16,11 @@ plain HTTP (neither loopback nor listed as insecure) is refused rather than sent
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import http.client
 import ipaddress
 import json
 import logging
-import os
 import re
 import time
 import urllib.error
@@ -35,7 +33,7 @@ from typing import IO, TypeVar
 
 from homelab_release.errors import RegistryError
 from homelab_release.images import ImageRef
-from homelab_release.secrets import HiddenText, redact
+from homelab_release.secrets import HiddenText, RegistryCredentials, redact
 
 log = logging.getLogger(__name__)
 
@@ -57,32 +55,6 @@ _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 class TransientError(Exception):
     """A failure worth retrying (connection refused/reset, timeout, HTTP 5xx)."""
-
-
-@dataclass(frozen=True)
-class RegistryCredentials:
-    """A registry user and password; ``repr``/``str`` never show the password."""
-
-    username: str
-    password: HiddenText
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RegistryCredentials | None:
-        """GitLab's ``CI_REGISTRY_USER`` / ``CI_REGISTRY_PASSWORD``, or None when either is unset."""
-        env = os.environ if env is None else env
-        user, password = env.get("CI_REGISTRY_USER", ""), env.get("CI_REGISTRY_PASSWORD", "")
-        if not (user and password):
-            return None
-        return cls(user, HiddenText(password))
-
-    def docker_auth_config(self) -> dict[str, str]:
-        """The ``auth_config`` mapping the docker SDK sends to the engine (holds the password)."""
-        return {"username": self.username, "password": self.password.secret}
-
-    def basic_header(self) -> str:
-        """An ``Authorization: Basic`` value (holds the password: never log it)."""
-        raw = f"{self.username}:{self.password.secret}".encode()
-        return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,7 @@ from typing import IO, Self
 
 from homelab_release import proc
 from homelab_release.errors import ReleaseError
-from homelab_release.registry import RegistryCredentials
-from homelab_release.secrets import HiddenText
+from homelab_release.secrets import HiddenText, RegistryCredentials
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0

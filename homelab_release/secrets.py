@@ -1,15 +1,27 @@
 """Keeping tokens and passwords out of logs, exception messages, reprs and files.
 
 :class:`HiddenText` wraps a secret so that ``str``/``repr`` show ``****``; :func:`redact_url`
-removes credentials from a URL; :func:`redact` scrubs known secrets and URL credentials from any text.
+removes credentials from a URL; :func:`redact` scrubs known secrets and URL credentials from any
+text. :class:`RegistryCredentials` and :class:`GitCredentials` are the two kinds of credentials the
+tool carries, always with the secret half hidden.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
+
+__all__ = [
+    "MASK",
+    "GitCredentials",
+    "HiddenText",
+    "RegistryCredentials",
+    "redact",
+    "redact_url",
+]
 
 MASK = "****"
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
@@ -52,3 +64,28 @@ def redact(text: str, secrets: Iterable[str | HiddenText] = ()) -> str:
         if len(value) >= 3:
             text = text.replace(value, MASK)
     return text
+
+
+@dataclass(frozen=True)
+class RegistryCredentials:
+    """A registry user and password; ``repr``/``str`` never show the password."""
+
+    username: str
+    password: HiddenText
+
+    def docker_auth_config(self) -> dict[str, str]:
+        """The ``auth_config`` mapping the docker SDK sends to the engine (holds the password)."""
+        return {"username": self.username, "password": self.password.secret}
+
+    def basic_header(self) -> str:
+        """An ``Authorization: Basic`` value (holds the password: never log it)."""
+        raw = f"{self.username}:{self.password.secret}".encode()
+        return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+@dataclass(frozen=True)
+class GitCredentials:
+    """A user name and a token for HTTPS pushes (GitLab: ``oauth2`` + a project access token)."""
+
+    username: str
+    password: HiddenText

@@ -20,6 +20,7 @@ from homelab_release import ci
 from homelab_release.build import build_image
 from homelab_release.changes import ChangeSet, detect_changes
 from homelab_release.config import Environment, ReleaseConfig, Service, load_config
+from homelab_release.context import CiContext
 from homelab_release.errors import ConfigError, PromotionError, ReleaseError
 from homelab_release.files import write_atomic
 from homelab_release.git import git, is_ancestor, is_commit_sha, toplevel
@@ -32,7 +33,7 @@ from homelab_release.overlay import (
     set_overlay_image,
 )
 from homelab_release.promote import Promotion, promote_overlay
-from homelab_release.registry import RegistryCredentials
+from homelab_release.secrets import RegistryCredentials
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class Pipeline:
 
     root: Path
     cfg: ReleaseConfig
-    context: ci.CiContext
+    context: CiContext
     env: Mapping[str, str] | None = field(default=None, repr=False)  # holds secrets
 
     @classmethod
@@ -112,7 +113,8 @@ class Pipeline:
     ) -> Pipeline:
         """Find the monorepo's root, load its configuration (unless given) and read ``env``."""
         root = toplevel(repo)
-        return cls(root, config or load_config(root, env), ci.CiContext.from_env(env), env)
+        context = CiContext.from_env(env)
+        return cls(root, config or load_config(root, context.variables), context, env)
 
     def detect(self, base: str | None, head: str) -> tuple[ChangeSet, str]:
         """The changed services and the image tag: ``CI_COMMIT_SHA``, else the head commit."""
@@ -147,9 +149,8 @@ class Pipeline:
                 f"no manifests repository: set manifests.url in homelab-release.toml, or add an "
                 f"'origin' remote to {self.root}"
             )
-        token = self.context.git_token if self.context.git_token else None
         branch = self.cfg.manifests_branch
-        return ManifestsRemote.from_url(url, branch, token, self.context.git_user)
+        return ManifestsRemote.from_url(url, branch, self.context.git_credentials)
 
 
 # -- build_develop ---------------------------------------------------------------------------
@@ -183,7 +184,7 @@ def build_develop(
         return _with_reports(BuildDevelopResult(environment, changes, tag), reports)
     run.require_checked_out(changes)
     created = git(run.root, "show", "-s", "--format=%cI", changes.head).strip()
-    job = _Job(run, tag, RegistryCredentials.from_env(env), created)
+    job = _Job(run, tag, run.context.registry_credentials, created)
     remote = run.remote()
     with checkout(remote) as tree:
         _require_overlay(tree, target, remote)
@@ -329,7 +330,7 @@ def promote(
         )
     source = cfg.environment(target.promote_from)
     remote = run.remote()
-    credentials = RegistryCredentials.from_env(env)
+    credentials = run.context.registry_credentials
 
     def apply(tree: Path) -> Promotion:
         return promote_overlay(
@@ -359,7 +360,7 @@ def promote(
     return PromoteResult(source.name, target.name, promotion, published)
 
 
-def _target_environment(cfg: ReleaseConfig, name: str | None, context: ci.CiContext) -> Environment:
+def _target_environment(cfg: ReleaseConfig, name: str | None, context: CiContext) -> Environment:
     if name:
         return cfg.environment(name)
     if context.commit_branch:

@@ -15,13 +15,13 @@ from pathlib import Path
 import docker
 import pytest
 
-from homelab_release.registry import RegistryCredentials
 from homelab_release.sandbox import (
     DockerEngine,
     LocalRegistry,
     SandboxUnavailableError,
     busybox_context,
 )
+from homelab_release.secrets import RegistryCredentials
 
 DOCKER_FIXTURES = frozenset(
     {"docker_engine", "docker_client", "registry", "registry_credentials", "stopped_registry"}

@@ -15,9 +15,9 @@ from homelab_release.build import BuiltImage, build_image, buildkit_features, pu
 from homelab_release.cli import main
 from homelab_release.errors import BuildError, ImageRefError, PushError
 from homelab_release.images import ImageRef
-from homelab_release.registry import RegistryCredentials, image_exists, manifest_digest
+from homelab_release.registry import image_exists, manifest_digest
 from homelab_release.sandbox import DockerEngine, LocalRegistry, busybox_context
-from homelab_release.secrets import HiddenText
+from homelab_release.secrets import HiddenText, RegistryCredentials
 
 NO_ENGINE = "unix:///nonexistent/docker.sock"
 

@@ -19,7 +19,7 @@ from homelab_release.gitops import (
     publish,
     split_credentials,
 )
-from homelab_release.secrets import HiddenText
+from homelab_release.secrets import GitCredentials, HiddenText
 from tests.githttp import git_http_server
 from tests.gitrepo import GitRepo, run_git
 
@@ -165,7 +165,7 @@ def test_split_credentials(url: str, clean: str, user: str | None, password: str
 
 def test_explicit_token_wins_and_never_shows(tmp_path: Path) -> None:
     remote = ManifestsRemote.from_url(
-        f"https://x:{TOKEN}@h/p.git", BRANCH, HiddenText("other-token")
+        f"https://x:{TOKEN}@h/p.git", BRANCH, GitCredentials("oauth2", HiddenText("other-token"))
     )
     assert remote.url == "https://h/p.git"
     assert remote.credentials is not None
@@ -179,7 +179,9 @@ def test_http_push_with_token_keeps_it_out_of_files_and_logs(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     with git_http_server(remote.parent, "oauth2", TOKEN) as base:
-        target = ManifestsRemote.from_url(f"{base}/remote.git", BRANCH, HiddenText(TOKEN))
+        target = ManifestsRemote.from_url(
+            f"{base}/remote.git", BRANCH, GitCredentials("oauth2", HiddenText(TOKEN))
+        )
         with checkout(target) as tree:
             _, published = publish(tree, target, writer("a.txt", "a\n"), str)
             on_disk = subprocess.run(
@@ -192,7 +194,9 @@ def test_http_push_with_token_keeps_it_out_of_files_and_logs(
 
 def test_http_wrong_token_fails_without_showing_it(remote: Path) -> None:
     with git_http_server(remote.parent, "oauth2", "right-token") as base:
-        target = ManifestsRemote.from_url(f"{base}/remote.git", BRANCH, HiddenText(TOKEN))
+        target = ManifestsRemote.from_url(
+            f"{base}/remote.git", BRANCH, GitCredentials("oauth2", HiddenText(TOKEN))
+        )
         with pytest.raises(GitError) as caught, checkout(target):
             pass
     assert TOKEN not in str(caught.value)

@@ -16,10 +16,10 @@ from urllib.parse import parse_qs, urlsplit
 import docker
 import pytest
 
+from homelab_release.context import CiContext
 from homelab_release.errors import RegistryError
 from homelab_release.images import ImageRef
 from homelab_release.registry import (
-    RegistryCredentials,
     TransientError,
     image_exists,
     in_clear,
@@ -30,7 +30,7 @@ from homelab_release.registry import (
     with_retries,
 )
 from homelab_release.sandbox import LocalRegistry, busybox_context
-from homelab_release.secrets import HiddenText
+from homelab_release.secrets import HiddenText, RegistryCredentials
 
 # -- pure helpers -------------------------------------------------------------------------------
 
@@ -119,7 +119,7 @@ def test_parse_challenge(header: str, kind: str, params: dict[str, str]) -> None
     ],
 )
 def test_credentials_from_env(env: dict[str, str], expected: RegistryCredentials | None) -> None:
-    assert RegistryCredentials.from_env(env) == expected
+    assert CiContext.from_env(env).registry_credentials == expected
 
 
 def test_credentials_never_show_the_password() -> None:
