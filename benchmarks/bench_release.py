@@ -1,6 +1,6 @@
 """Benchmark a release of N services: registry retag by digest against docker pull + tag + push.
 
-    python benchmarks/bench_release.py [--services 50] [--rounds 5] [--json FILE]
+    python benchmarks/bench_release.py [--services 50] [--rounds 5] [--workers 4] [--json FILE]
 
 Starts its own dockerd and htpasswd registry (homelab_release.sandbox) and pushes N small distinct
 images with ``build_image`` (``FROM scratch`` + static busybox, each with its own file), one
@@ -10,7 +10,9 @@ repository per service, like ``<registry>/bench/svc-07:<commit>``. Then, in inte
 (i)  ``retag(<repository>@<digest>, version)``: read the manifest, put it under the version,
      confirm with a HEAD; nothing pulled;
 (ii) ``docker pull <repository>@<digest>`` + ``docker tag`` + ``docker push`` with the docker CLI
-     against the private engine, on an engine whose images were all removed first (not timed).
+     against the private engine, on an engine whose images were all removed first (not timed);
+(iii) for reference, (i) spread over ``--workers`` threads (what a caller could do; the target
+     compares (i), sequential like (ii)).
 
 After each timing every new tag is checked in the registry (not timed) to serve the right digest.
 Prints each round, the medians and (i)/(ii); the target is <= 0.1.
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 services = _push_services(args.services, client, registry, root)
                 env = _docker_env(engine, registry, root)
-                runs = [_round(i, services, client, registry, env) for i in range(args.rounds)]
+                bench = _Bench(services, client, registry, env, args.workers)
+                runs = [_round(i, bench) for i in range(args.rounds)]
             finally:
                 client.close()
     summary = _summary(runs, args.services)
@@ -76,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--services", type=int, default=50, help="images to release (default 50)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--workers", type=int, default=4, help="threads for (iii) (default 4)")
     parser.add_argument("--json", help="also write the figures to this file")
     return parser
 
@@ -120,22 +125,27 @@ def _docker_env(engine: DockerEngine, registry: LocalRegistry, root: Path) -> di
     return env
 
 
-def _round(
-    index: int,
-    services: list[Service],
-    client: docker.APIClient,
-    registry: LocalRegistry,
-    env: dict[str, str],
-) -> dict[str, float]:
+@dataclass(frozen=True)
+class _Bench:
+    services: list[Service]
+    client: docker.APIClient
+    registry: LocalRegistry
+    env: dict[str, str]
+    workers: int
+
+
+def _round(index: int, bench: _Bench) -> dict[str, float]:
+    services, registry = bench.services, bench.registry
     variants: dict[str, Callable[[str], None]] = {
         "retag": lambda version: _retag(services, registry, version),
-        "cli": lambda version: _docker_cli(services, env, version),
+        "cli": lambda version: _docker_cli(services, bench.env, version),
+        "threads": lambda version: _retag(services, registry, version, bench.workers),
     }
-    order = list(variants) if index % 2 == 0 else list(reversed(variants))
+    order = list(variants) if index % 2 == 0 else list(reversed(variants))  # alternate
     times = {}
     for name in order:
         version = f"1.{index}.0-{name}"
-        _empty(client)
+        _empty(bench.client)
         start = time.perf_counter()
         variants[name](version)
         times[name] = time.perf_counter() - start
@@ -143,9 +153,18 @@ def _round(
     return times
 
 
-def _retag(services: list[Service], registry: LocalRegistry, version: str) -> None:
-    for service in services:
-        retag(ImageRef.parse(service.pinned), version, registry.credentials)
+def _retag(
+    services: list[Service], registry: LocalRegistry, version: str, workers: int = 1
+) -> None:
+    def one(service: Service) -> str:
+        return retag(ImageRef.parse(service.pinned), version, registry.credentials)
+
+    if workers == 1:
+        for service in services:
+            one(service)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, services))
 
 
 def _docker_cli(services: list[Service], env: dict[str, str], version: str) -> None:
@@ -175,22 +194,31 @@ def _summary(runs: list[dict[str, float]], count: int) -> dict[str, float]:
     median["retag/cli"] = median["retag"] / median["cli"]
     median["retag per image ms"] = 1000 * median["retag"] / count
     median["cli per image ms"] = 1000 * median["cli"] / count
+    median["threads/cli"] = median["threads"] / median["cli"]
     return median
 
 
 def _print(runs: list[dict[str, float]], median: dict[str, float]) -> None:
-    print(f"{'round':>6} {'(i) retag s':>12} {'(ii) pull+tag+push s':>21} {'(i)/(ii)':>9}")
+    print(
+        f"{'round':>6} {'(i) retag s':>12} {'(ii) pull+tag+push s':>21} {'(i)/(ii)':>9}"
+        f" {'(iii) threads s':>16}"
+    )
     for i, run in enumerate(runs, 1):
         ratio = run["retag"] / run["cli"]
-        print(f"{i:>6} {run['retag']:>12.3f} {run['cli']:>21.2f} {ratio:>9.3f}")
+        print(
+            f"{i:>6} {run['retag']:>12.3f} {run['cli']:>21.2f} {ratio:>9.3f}"
+            f" {run['threads']:>16.3f}"
+        )
     print(
-        f"{'median':>6} {median['retag']:>12.3f} {median['cli']:>21.2f} {median['retag/cli']:>9.3f}"
+        f"{'median':>6} {median['retag']:>12.3f} {median['cli']:>21.2f} "
+        f"{median['retag/cli']:>9.3f} {median['threads']:>16.3f}"
     )
     print(
         f"per image: retag {median['retag per image ms']:.1f} ms, "
         f"docker pull + tag + push {median['cli per image ms']:.0f} ms"
     )
     print(f"(i)/(ii) = {median['retag/cli']:.3f} (target <= {TARGET})")
+    print(f"(iii)/(ii) = {median['threads/cli']:.3f}")
 
 
 if __name__ == "__main__":
