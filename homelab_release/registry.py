@@ -11,7 +11,10 @@
 Nothing is pulled or rebuilt: :func:`retag` reads a manifest (:func:`get_manifest`), puts the same
 bytes under another tag of the same repository (:func:`put_manifest`) and checks with a ``HEAD``
 that the registry serves the new tag at the same digest. Cross-repository copies (blob mounts) are
-out of scope: a manifest can only be put into the repository that holds its blobs.
+out of scope: a manifest can only be put into the repository that holds its blobs. Absence is
+an answer, not an error: :func:`manifest_digest`, :func:`get_manifest` and :func:`image_labels`
+return None when the registry has no such manifest. The labels of a manifest list / OCI index are
+those of its ``linux/amd64`` entry (or the ``platform`` asked for), else of its first image.
 
 Every request has a timeout; connection failures and HTTP 5xx are retried with a bounded backoff
 (:func:`with_retries`). Basic auth and the Bearer token flow (``WWW-Authenticate: Bearer realm=...``)
@@ -56,6 +59,7 @@ __all__ = [
     "RETRY_BACKOFF",
     "Manifest",
     "TransientError",
+    "api_path",
     "blob_url",
     "config_labels",
     "digest_matches",
@@ -214,8 +218,8 @@ def retag(
     insecure: Iterable[str] = (),
     timeout: float = DEFAULT_TIMEOUT,
 ) -> str:
-    """Give the image ``reference`` names (by digest or tag) the tag ``new_tag`` in the same
-    repository, without pulling it; return its digest.
+    """Give the image ``reference`` names (by its digest when it names one, else by its tag) the
+    tag ``new_tag`` in the same repository, without pulling it; return its digest.
 
     Reads the manifest, puts the same bytes under ``new_tag``, then confirms with a ``HEAD`` that
     the registry serves ``new_tag`` at that digest. Raises :class:`RegistryError` when the image
@@ -534,7 +538,7 @@ def _put(session: _Session, target: ImageRef, manifest: Manifest) -> str:
     if response.status not in (200, 201, 202):
         raise RegistryError(_refused(session.host, target, manifest, response))
     reported = str(response.headers.get("Docker-Content-Digest") or manifest.digest)
-    if reported != manifest.digest:
+    if not digest_matches(manifest.content, reported):
         raise RegistryError(
             f"registry {session.host} stored {target} as {reported}, not as the manifest's "
             f"{manifest.digest}: it rewrote the manifest; use a registry that stores manifests "
@@ -549,11 +553,14 @@ def _refused(host: str, target: ImageRef, manifest: Manifest, response: _Respons
         f"(HTTP {response.status}{_codes(response)})"
     )
     if "BLOB_UNKNOWN" in _codes(response):
-        message += (
+        return message + (
             f"; a manifest can only be tagged in the repository that holds its blobs: retag "
             f"within {target.repository} (copying between repositories is not supported)"
         )
-    return message
+    return message + (
+        f"; check that the manifest was read from {target.repository} of this registry and that "
+        "the user may push there"
+    )
 
 
 def _codes(response: _Response) -> str:

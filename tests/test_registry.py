@@ -510,6 +510,19 @@ def test_put_manifest_into_another_repository_is_refused(
     assert manifest_digest(other.with_tag("v1"), registry.credentials) is None
 
 
+def test_put_manifest_that_the_registry_finds_invalid(
+    images: Images, registry: LocalRegistry
+) -> None:
+    broken = Manifest(DOCKER_MANIFEST, b'{"schemaVersion": 2, "config": ')
+    with pytest.raises(RegistryError) as caught:
+        put_manifest(images.repository, "broken", broken, registry.credentials)
+    message = str(caught.value)
+    assert f"registry {registry.address} refused the manifest {broken.digest}" in message
+    assert "(HTTP 400: MANIFEST_INVALID" in message
+    assert f"read from {images.repository} of this registry" in message
+    assert manifest_digest(images.ref("broken"), registry.credentials) is None
+
+
 def test_image_labels(images: Images, registry: LocalRegistry) -> None:
     credentials = registry.credentials
     labels = image_labels(images.ref("c2"), credentials)
