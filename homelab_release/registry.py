@@ -529,12 +529,7 @@ def _put(session: _Session, target: ImageRef, manifest: Manifest) -> str:
         what=f"PUT {url}",
     )
     if response.status in (401, 403):
-        raise RegistryError(
-            f"registry {session.host} refused to let these credentials push to "
-            f"{target.repository} (HTTP {response.status}{_codes(response)}): they may read but "
-            "not push there; use a user or token with write access to the repository (check "
-            "CI_REGISTRY_USER / CI_REGISTRY_PASSWORD, or the credentials passed in)"
-        )
+        raise RegistryError(_may_not_push(session, target, response))
     if response.status not in (200, 201, 202):
         raise RegistryError(_refused(session.host, target, manifest, response))
     reported = str(response.headers.get("Docker-Content-Digest") or manifest.digest)
@@ -545,6 +540,22 @@ def _put(session: _Session, target: ImageRef, manifest: Manifest) -> str:
             "as sent"
         )
     return reported
+
+
+def _may_not_push(session: _Session, target: ImageRef, response: _Response) -> str:
+    answer = f"HTTP {response.status}{_codes(response)}"
+    if session.credentials is None:
+        return (
+            f"registry {session.host} refused a push to {target.repository} without credentials "
+            f"({answer}); set CI_REGISTRY_USER / CI_REGISTRY_PASSWORD (or pass credentials) to a "
+            "user or token that may push there"
+        )
+    return (
+        f"registry {session.host} refused to let user {session.credentials.username!r} push to "
+        f"{target.repository} ({answer}): the credentials may not push there (wrong, or "
+        "read-only like a pull-only token); use a user or token with write access to the "
+        "repository (check CI_REGISTRY_USER / CI_REGISTRY_PASSWORD, or the credentials passed in)"
+    )
 
 
 def _refused(host: str, target: ImageRef, manifest: Manifest, response: _Response) -> str:
