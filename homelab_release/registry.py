@@ -575,15 +575,20 @@ def _refused(host: str, target: ImageRef, manifest: Manifest, response: _Respons
 
 
 def _codes(response: _Response) -> str:
-    """``: CODE message detail; ...`` from a registry's JSON error body, else ''."""
+    """``: CODE message detail; ...`` from a registry's JSON error body, else ''.
+
+    A ``detail`` that is not a string (distribution lists the access it wanted) is left out.
+    """
     try:
         errors = json.loads(response.body).get("errors") or []
         parts = [
-            " ".join(str(e.get(key, "")) for key in ("code", "message", "detail")).strip()
+            " ".join(
+                e[key] for key in ("code", "message", "detail") if isinstance(e.get(key), str)
+            ).strip()
             for e in errors
             if isinstance(e, dict)
         ]
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, TypeError):
         return ""
     text = "; ".join(part for part in parts if part)
     return f": {redact(text)[:300]}" if text else ""

@@ -628,6 +628,8 @@ def test_push_without_credentials(images: Images, registry: LocalRegistry) -> No
     with pytest.raises(RegistryError, match=r"refused a push to .* without credentials") as caught:
         put_manifest(images.repository, "x", manifest)
     assert "CI_REGISTRY_USER" in str(caught.value)
+    # the registry's error code and message, not the access list it sends as detail
+    assert "(HTTP 401: UNAUTHORIZED authentication required);" in str(caught.value)
 
 
 @pytest.mark.parametrize("call", ["get_manifest", "put_manifest", "retag", "image_labels"])
