@@ -238,8 +238,9 @@ def retag(
         digest = _put(session, target, manifest)
         served = _lookup(session, target)
     if served != manifest.digest:
+        now = f"at {served}" if served else "no longer"
         raise RegistryError(
-            f"registry {session.host} serves {target} at {served} right after it was put at "
+            f"registry {session.host} serves {target} {now} right after it was put at "
             f"{manifest.digest}: another job moved the tag at the same moment; run the release "
             "again"
         )
