@@ -30,6 +30,7 @@ import docker
 
 from homelab_release import proc
 from homelab_release.build import build_image
+from homelab_release.engines.docker import DockerBuilder
 from homelab_release.sandbox import DockerEngine, LocalRegistry, busybox_context
 
 
@@ -133,7 +134,7 @@ def _build_image(
         repository=repository,
         tags=["abc123", "latest"],
         cache_from=cache_from,
-        client=client,
+        engine=DockerBuilder(client),
         credentials=registry.credentials,
         revision="abc123",
     )
