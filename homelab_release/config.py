@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from homelab_release.ci import dotenv_key
 from homelab_release.context import read_environment
+from homelab_release.dotenv import dotenv_key
 from homelab_release.errors import ConfigError
 from homelab_release.gitops import DEFAULT_AUTHOR
 

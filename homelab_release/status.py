@@ -18,7 +18,7 @@ from homelab_release.errors import OverlayError
 from homelab_release.git import git
 from homelab_release.gitops import checkout
 from homelab_release.overlay import ImageEntry, read_overlay_images
-from homelab_release.workflows import Pipeline
+from homelab_release.workspace import Workspace
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -59,12 +59,12 @@ def environment_status(
     env: Mapping[str, str] | None = None,
 ) -> Status:
     """Read every environment's overlay from the manifests branch (a temporary shallow checkout)."""
-    run = Pipeline.open(repo, config, env)
-    cfg = run.cfg
-    with checkout(run.remote()) as tree:
+    ws = Workspace.open(repo, config, env)
+    cfg = ws.config
+    with checkout(ws.remote()) as tree:
         raw = {e.name: _read(tree, e) for e in cfg.environments}
     times = _commit_times(
-        run.root, [e.new_tag or "" for entries, _ in raw.values() for e in entries]
+        ws.root, [e.new_tag or "" for entries, _ in raw.values() for e in entries]
     )
     images = {name: _images(cfg, entries, times) for name, (entries, _) in raw.items()}
     statuses = tuple(

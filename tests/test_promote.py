@@ -12,7 +12,7 @@ import pytest
 
 from homelab_release.errors import PromotionError
 from homelab_release.overlay import ImageEntry, read_overlay_images
-from homelab_release.promote import PromotedImage, promote_overlay
+from homelab_release.promotion import PromotedImage, promote_overlay
 
 SHA_A = "sha256:" + "a" * 64
 HEAD = "resources:\n- ../../base  # every service\nimages:\n"
