@@ -32,9 +32,9 @@ def test_build_develop_summary_fits_a_job_log() -> None:
     )
     assert summary(result).splitlines() == [
         "changes: push pipeline: ...",
-        "SERVICE  RESULT  IMAGE                                                           TIME",
-        f"vote     built   {REPO}:8a9d7e3c4b21…@sha256:1244…  3.0s (build 2.5, push 0.5)",
-        "worker   FAILED  building failed: exit 3                                         0.0s",
+        "SERVICE  RESULT  IMAGE                                                           BUILD  PUSH",
+        f"vote     built   {REPO}:8a9d7e3c4b21…@sha256:1244…  2.5s   0.5s",
+        "worker   FAILED  building failed: exit 3                                         0.0s   -",
         "develop overlay: committed f4320264f432",
         "report: build.env",
     ]

@@ -59,11 +59,11 @@ def summary(result: BuildDevelopResult) -> str:
             b.service,
             "built" if b.ok else "FAILED",
             short_reference(b.repository, b.tag, b.digest) if b.ok else b.error.splitlines()[0],
-            _time(b),
+            *_times(b),
         )
         for b in result.builds
     ]
-    lines.append(table(("SERVICE", "RESULT", "IMAGE", "TIME"), rows))
+    lines.append(table(("SERVICE", "RESULT", "IMAGE", "BUILD", "PUSH"), rows))
     if result.commit:
         lines.append(f"{result.environment} overlay: committed {short(result.commit)}")
     elif result.edit is not None:
@@ -81,8 +81,9 @@ def short_reference(repository: str, tag: str, digest: str) -> str:
     return f"{repository}:{shown_tag}@{algorithm}:{hexdigits[:4]}…"
 
 
-def _time(build: ServiceBuild) -> str:
+def _times(build: ServiceBuild) -> tuple[str, str]:
+    """Seconds building (cache pull included) and pushing (registry checks included)."""
     phases = build.durations
     if phases is None:
-        return f"{build.seconds:.1f}s"
-    return f"{build.seconds:.1f}s (build {phases.cache_pull + phases.build:.1f}, push {phases.push + phases.verify:.1f})"
+        return (f"{build.seconds:.1f}s", "-")
+    return (f"{phases.cache_pull + phases.build:.1f}s", f"{phases.push + phases.verify:.1f}s")
