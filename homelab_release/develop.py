@@ -177,8 +177,8 @@ def plan_develop(
 ) -> DevelopPlan:
     """The changed services and everything a build of each needs, checked now.
 
-    The tag is ``CI_COMMIT_SHA``, else the head commit. A changed service whose context folder or
-    Dockerfile does not exist is a :class:`ConfigError` here, before anything is built.
+    The tag is ``CI_COMMIT_SHA``, else the head commit. (Every service's context folder and
+    Dockerfile were checked when the configuration was loaded.)
     """
     ws.config.environment(environment)
     changes = detect_changes(ws.root, base=base, head=head, config=ws.config, env=ws.env)

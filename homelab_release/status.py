@@ -61,6 +61,8 @@ def environment_status(
     """Read every environment's overlay from the manifests branch (a temporary shallow checkout)."""
     ws = Workspace.open(repo, config, env)
     cfg = ws.config
+    if any(service.kustomize_name is None for service in cfg.services):
+        cfg.require_registry()  # the entries are named after the image repositories
     with checkout(ws.remote()) as tree:
         raw = {e.name: _read(tree, e) for e in cfg.environments}
     times = _commit_times(

@@ -68,11 +68,15 @@ def promote(
     to: str | None = None,
     images: Collection[str] | None = None,
     dry_run: bool = False,
-    verify: bool = True,
+    verify: bool | None = None,
     config: ReleaseConfig | None = None,
     env: Mapping[str, str] | None = None,
 ) -> PromoteResult:
-    """Copy the image entries of the target's ``promote_from`` overlay into the target overlay."""
+    """Copy the image entries of the target's ``promote_from`` overlay into the target overlay.
+
+    Every promoted image must be in the registry first (``verify``, default ``not dry_run``);
+    ``dry_run`` shows the diff and writes nothing.
+    """
     ws = Workspace.open(repo, config, env)
     target = _target_environment(ws.config, to, ws.context)
     source = _source_environment(ws.config, target)

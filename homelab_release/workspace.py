@@ -46,6 +46,9 @@ class Workspace:
     def remote(self) -> ManifestsRemote:
         """The manifests repository: ``manifests.url``, else ``CI_REPOSITORY_URL``, else the
         monorepo's own remote."""
+        unset = self.config.unset_message("manifests.url")
+        if unset and not self.config.manifests_url:
+            raise ConfigError(unset)
         url = (
             self.config.manifests_url
             or self.context.repository_url.secret

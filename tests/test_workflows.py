@@ -366,7 +366,9 @@ def test_a_service_without_its_folder_is_an_error_in_plan_and_build(box: Sandbox
     config.write_text(config.read_text().replace('kustomize_name = "vote"', 'context = "votee"'))
     box.repos.commit("typo in vote's context")
     for workflow in (plan, build_develop):
-        with pytest.raises(ConfigError, match=r"services\.vote\.context = 'votee': no such folder"):
+        with pytest.raises(
+            ConfigError, match=r"\[services\.vote\]: its build context 'votee' is not a folder"
+        ):
             workflow(box.repos.work, env=push_env(box, ZERO_SHA))
 
 
