@@ -17,11 +17,11 @@ import pytest
 from ruamel.yaml import YAML
 
 from homelab_release import proc
-from homelab_release.example import ExampleRepos, create_example_repos
+from homelab_release.demo.example import ExampleRepos, create_example_repos
+from homelab_release.demo.sandbox import DockerEngine, LocalRegistry
 from homelab_release.git import git
 from homelab_release.images import ImageRef
 from homelab_release.registry import image_exists
-from homelab_release.sandbox import DockerEngine, LocalRegistry
 from tests.githttp import git_http_server
 from tests.gitlabci import (
     VERSION,
