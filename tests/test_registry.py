@@ -17,6 +17,7 @@ import docker
 import pytest
 
 from homelab_release.context import CiContext
+from homelab_release.demo.sandbox import LocalRegistry, busybox_context
 from homelab_release.errors import RegistryError
 from homelab_release.images import ImageRef
 from homelab_release.registry import (
@@ -29,7 +30,6 @@ from homelab_release.registry import (
     parse_challenge,
     with_retries,
 )
-from homelab_release.sandbox import LocalRegistry, busybox_context
 from homelab_release.secrets import HiddenText, RegistryCredentials
 
 # -- pure helpers -------------------------------------------------------------------------------

@@ -10,10 +10,10 @@ import pytest
 from homelab_release.cli import main
 from homelab_release.commands.status import render
 from homelab_release.demo import Sandbox
+from homelab_release.demo.example import create_example_repos
+from homelab_release.demo.sandbox import DockerEngine, LocalRegistry
 from homelab_release.errors import ConfigError
-from homelab_release.example import create_example_repos
 from homelab_release.git import ZERO_SHA, git
-from homelab_release.sandbox import DockerEngine, LocalRegistry
 from homelab_release.status import age, environment_status
 from homelab_release.workflows import build_develop, promote
 

@@ -11,13 +11,13 @@ import pytest
 
 from homelab_release.cli import main
 from homelab_release.demo import Sandbox
+from homelab_release.demo.example import ExampleRepos, create_example_repos
+from homelab_release.demo.sandbox import DockerEngine, LocalRegistry
 from homelab_release.errors import ConfigError, GitError, PromotionError, ReleaseError
-from homelab_release.example import ExampleRepos, create_example_repos
 from homelab_release.git import ZERO_SHA, git
 from homelab_release.images import ImageRef
 from homelab_release.overlay import ImageEntry, read_overlay_images
 from homelab_release.registry import image_exists
-from homelab_release.sandbox import DockerEngine, LocalRegistry
 from homelab_release.status import environment_status
 from homelab_release.workflows import BuildDevelopResult, build_develop, plan, promote
 from tests.githttp import git_http_server
