@@ -263,8 +263,14 @@ class TextEdit:
         lines right over ``before``; in a flow list they are written as flow mappings.
         """
         if is_flow(sequence):
-            self._insert_flow(sequence, kept, before, mappings)
-            return
+            text = ", ".join(flow_mapping(mapping) for mapping in mappings)
+            self._insert_flow(sequence.start_mark.index + 1, kept, before, text)
+        else:
+            self._insert_block(kept, before, mappings)
+
+    def _insert_block(
+        self, kept: Sequence[Node], before: Node | None, mappings: Sequence[Mapping[str, str]]
+    ) -> None:
         model = kept[0]
         dash = self._dash(model)
         dash_col = dash - self._line_start(dash)
@@ -279,15 +285,11 @@ class TextEdit:
         self._insert_lines(position, lines)
 
     def _insert_flow(
-        self,
-        sequence: Node,
-        kept: Sequence[Node],
-        before: Node | None,
-        mappings: Sequence[Mapping[str, str]],
+        self, start: int, kept: Sequence[Node], before: Node | None, text: str
     ) -> None:
-        text = ", ".join(flow_mapping(mapping) for mapping in mappings)
+        """Insert ``text`` into a flow list whose content begins at ``start``."""
         if not kept:
-            position = sequence.start_mark.index + 1
+            position = start
         elif before is not None:
             position, text = before.start_mark.index, text + ", "
         else:

@@ -243,22 +243,11 @@ def test_plan_entries(
     collapse_all: bool,
     expected: EntryPlan,
 ) -> None:
-    assert plan_entries(current, targets, collapse_all=collapse_all) == expected
-
-
-@pytest.mark.parametrize(
-    ("current", "targets", "collapse_all", "expected"), PLANS.values(), ids=PLANS
-)
-def test_planned_result_holds_each_target_once_and_the_rest_as_it_was(
-    current: tuple[ImageEntry, ...],
-    targets: dict[str, ImageEntry],
-    collapse_all: bool,
-    expected: EntryPlan,
-) -> None:
-    after = plan_entries(current, targets, collapse_all=collapse_all).after
-    assert after == expected.after
+    plan = plan_entries(current, targets, collapse_all=collapse_all)
+    assert plan == expected
+    # each target once; untouched names as they were, their duplicates collapsed if asked
     for name, target in targets.items():
-        assert [e for e in after if e.name == name] == [target]
+        assert [e for e in plan.after if e.name == name] == [target]
     untouched = [e for e in current if e.name not in targets]
-    kept = [e for e in after if e.name not in targets]
+    kept = [e for e in plan.after if e.name not in targets]
     assert kept == (list(first_by_name(untouched).values()) if collapse_all else untouched)
