@@ -172,6 +172,12 @@ class EntryPlan:
     insertions: tuple[Insertion, ...]
     after: tuple[ImageEntry, ...]
 
+    @property
+    def added(self) -> tuple[ImageEntry, ...]:
+        """The inserted entries, in name order."""
+        new = (entry for insertion in self.insertions for entry in insertion.entries)
+        return tuple(sorted(new, key=lambda entry: entry.name))
+
 
 def plan_entries(
     current: Sequence[ImageEntry], targets: Mapping[str, ImageEntry], *, collapse_all: bool

@@ -196,8 +196,7 @@ def _splice(doc: ImagesDocument, plan: EntryPlan) -> tuple[TextEdit, tuple[str, 
             wanted = step.entry.fields()
             if edit.update_mapping(item.node, item.pairs, wanted, _QUOTE_IF_NEEDED):
                 edited[item.entry.name] = None
-    new = sorted((e for insertion in plan.insertions for e in insertion.entries), key=_name)
-    edited.update(dict.fromkeys(entry.name for entry in new))
+    edited.update(dict.fromkeys(entry.name for entry in plan.added))
     if plan.insertions:
         _insert(edit, doc, plan)
     return edit, tuple(edited)
@@ -207,8 +206,7 @@ def _insert(edit: TextEdit, doc: ImagesDocument, plan: EntryPlan) -> None:
     images = doc.images
     if images is None or is_null(images):
         pair = None if doc.images_key is None or images is None else (doc.images_key, images)
-        entries = [entry.fields() for ins in plan.insertions for entry in ins.entries]
-        edit.new_list(doc.root, "images", pair, entries)
+        edit.new_list(doc.root, "images", pair, [entry.fields() for entry in plan.added])
         return
     kept = [
         item.node
@@ -224,10 +222,6 @@ def _sequence(doc: ImagesDocument) -> SequenceNode:
     if not isinstance(doc.images, SequenceNode):  # pragma: no cover - items imply a list
         raise OverlayError(f"internal error: {doc.path} has no images list")
     return doc.images
-
-
-def _name(entry: ImageEntry) -> str:
-    return entry.name
 
 
 def _verify(path: Path, text: str, expected: tuple[ImageEntry, ...]) -> None:

@@ -245,6 +245,9 @@ def test_plan_entries(
 ) -> None:
     plan = plan_entries(current, targets, collapse_all=collapse_all)
     assert plan == expected
+    assert plan.added == tuple(
+        targets[name] for name in sorted(targets) if name not in {entry.name for entry in current}
+    )
     # each target once; untouched names as they were, their duplicates collapsed if asked
     for name, target in targets.items():
         assert [e for e in plan.after if e.name == name] == [target]
