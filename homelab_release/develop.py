@@ -28,6 +28,8 @@ from homelab_release.overlay import (
     ImageEntry,
     OverlayEdit,
     apply_overlay_entries,
+    changed_entries,
+    first_by_name,
     read_overlay_images,
 )
 from homelab_release.reports import RunReport, write_reports
@@ -314,7 +316,7 @@ def develop_entries(
     ``plan`` runs this with planned builds (no digest yet: the current one is kept in the dry run).
     """
     names = {target.service: target.entry_name for target in plan.targets}
-    now = _first_by_name(current)
+    now = first_by_name(current)
     entries = []
     for build in builds:
         if not build.ok:
@@ -367,7 +369,7 @@ def _publish(
         return apply_overlay_entries(overlay, entries)
 
     def message(edit: OverlayEdit) -> str:
-        written = _changed_entries(edit)
+        written = changed_entries(edit.before, edit.after)
         by_entry = {t.entry_name: t.service for t in plan.targets}
         names = ", ".join(sorted(by_entry.get(e.name, e.name) for e in written))
         body = "\n".join(f"{e.name}: {e.reference}" for e in written)
@@ -387,16 +389,6 @@ def require_overlay(tree: Path, environment: Environment, remote: ManifestsRemot
             f"branch {remote.branch} of {remote.shown}; create it or set "
             f"environments.{environment.name}.overlay"
         )
-
-
-def _first_by_name(entries: Sequence[ImageEntry]) -> dict[str, ImageEntry]:
-    """Entries by name; the first of duplicates wins, as in kustomize."""
-    return {entry.name: entry for entry in reversed(entries)}
-
-
-def _changed_entries(edit: OverlayEdit) -> list[ImageEntry]:
-    before = _first_by_name(edit.before)
-    return [e for e in _first_by_name(edit.after).values() if before.get(e.name) != e]
 
 
 def _superseded(root: Path, ours: ImageEntry, current: ImageEntry | None) -> bool:

@@ -17,7 +17,7 @@ from homelab_release.config import Environment, ReleaseConfig
 from homelab_release.errors import OverlayError
 from homelab_release.git import git
 from homelab_release.gitops import checkout
-from homelab_release.overlay import ImageEntry, read_overlay_images
+from homelab_release.overlay import ImageEntry, first_by_name, read_overlay_images
 from homelab_release.workspace import Workspace
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -92,7 +92,7 @@ def _read(tree: Path, environment: Environment) -> tuple[tuple[ImageEntry, ...],
 def _images(
     cfg: ReleaseConfig, entries: tuple[ImageEntry, ...], times: Mapping[str, int]
 ) -> tuple[ServiceImage, ...]:
-    by_name = {entry.name: entry for entry in reversed(entries)}  # the first of duplicates wins
+    by_name = first_by_name(entries)  # the first of duplicates wins, as in kustomize
     out = []
     for service in cfg.services:
         entry = by_name.get(service.overlay_name(cfg.registry))
