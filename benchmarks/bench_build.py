@@ -2,7 +2,7 @@
 
     python benchmarks/bench_build.py [--repeat N] [--sleep SECONDS] [--json FILE]
 
-Starts its own dockerd and registry (homelab_release.sandbox), then for each repetition, always on
+Starts its own dockerd and registry (homelab_release.demo.sandbox), then for each repetition, always on
 an engine whose images were all removed first:
 
 (a) ``docker build`` + ``docker tag`` + ``docker push`` of two tags with the docker CLI;
@@ -30,7 +30,8 @@ import docker
 
 from homelab_release import proc
 from homelab_release.build import build_image
-from homelab_release.sandbox import DockerEngine, LocalRegistry, busybox_context
+from homelab_release.demo.sandbox import DockerEngine, LocalRegistry, busybox_context
+from homelab_release.engines.docker import DockerBuilder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +134,7 @@ def _build_image(
         repository=repository,
         tags=["abc123", "latest"],
         cache_from=cache_from,
-        client=client,
+        engine=DockerBuilder(client),
         credentials=registry.credentials,
         revision="abc123",
     )

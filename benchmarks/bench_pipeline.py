@@ -41,10 +41,10 @@ if str(ROOT) not in sys.path:  # run as a script: make tests.gitlabci importable
     sys.path.insert(0, str(ROOT))
 
 from homelab_release import proc  # noqa: E402
+from homelab_release.demo.example import ExampleRepos, create_example_repos  # noqa: E402
+from homelab_release.demo.sandbox import DockerEngine, LocalRegistry  # noqa: E402
 from homelab_release.errors import CommandError  # noqa: E402
-from homelab_release.example import ExampleRepos, create_example_repos  # noqa: E402
 from homelab_release.git import git  # noqa: E402
-from homelab_release.sandbox import DockerEngine, LocalRegistry  # noqa: E402
 from tests.gitlabci import (  # noqa: E402
     PipelineRun,
     add_gitlab_origin,

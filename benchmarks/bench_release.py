@@ -35,9 +35,10 @@ import docker
 
 from homelab_release import proc
 from homelab_release.build import build_image
+from homelab_release.demo.sandbox import DockerEngine, LocalRegistry, busybox_context
+from homelab_release.engines.docker import DockerBuilder
 from homelab_release.images import ImageRef
 from homelab_release.registry import manifest_digest, retag
-from homelab_release.sandbox import DockerEngine, LocalRegistry, busybox_context
 
 TARGET = 0.1
 
@@ -97,7 +98,7 @@ def _push_services(
             repository=f"{registry.address}/bench/svc-{index:02d}",
             tags=[f"{index:02d}c0ffee"],
             cache_from=[],
-            client=client,
+            engine=DockerBuilder(client),
             credentials=registry.credentials,
             revision=f"{index:02d}c0ffee",
             env={},

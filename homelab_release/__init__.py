@@ -1,15 +1,26 @@
 """homelab-release: build changed monorepo services and promote their images through GitOps.
 
 The four workhorses are :func:`detect_changes`, :func:`build_image`, :func:`set_overlay_image`
-and :func:`promote_overlay`; :func:`build_develop` and :func:`promote` compose them into the two
-workflows that the Nox sessions run.
+and :func:`promote_overlay`; :func:`build_develop`, :func:`promote` and :func:`plan` compose them
+into the workflows that the Nox sessions run, and :func:`environment_status` reads what each
+environment runs. Every error raised on purpose is a :class:`ReleaseError`.
 """
 
-from homelab_release.build import BuildDurations, BuiltImage, build_image
-from homelab_release.changes import ChangeSet, detect_changes, matches_any
+from homelab_release.build import (
+    BuildDurations,
+    BuildRequest,
+    BuiltImage,
+    build_image,
+    build_request,
+)
+from homelab_release.changes import ChangeSet, detect_changes
 from homelab_release.config import Environment, ReleaseConfig, Service, load_config
+from homelab_release.context import CiContext, PipelineInfo
+from homelab_release.develop import BuildDevelopResult, ServiceBuild
+from homelab_release.engines import Engine
 from homelab_release.errors import (
     BuildError,
+    CommandError,
     ConfigError,
     GitError,
     ImageRefError,
@@ -19,50 +30,49 @@ from homelab_release.errors import (
     RegistryError,
     ReleaseError,
 )
-from homelab_release.images import ImageRef, ImageSpec
-from homelab_release.overlay import (
-    ImageEntry,
-    OverlayEdit,
-    apply_overlay_entries,
-    find_kustomization,
-    read_overlay_images,
-    set_overlay_image,
-)
-from homelab_release.promote import PromotedImage, Promotion, promote_overlay
-from homelab_release.registry import image_exists, manifest_digest
-from homelab_release.secrets import HiddenText, RegistryCredentials
-from homelab_release.status import Status, environment_status
+from homelab_release.gitops import Published
+from homelab_release.images import KEEP, ImageSpec
+from homelab_release.overlay import ImageEntry, OverlayEdit, set_overlay_image
+from homelab_release.promotion import PromotedImage, Promotion, promote_overlay
+from homelab_release.secrets import RegistryCredentials
+from homelab_release.status import EnvironmentStatus, ServiceImage, Status, environment_status
 from homelab_release.workflows import (
-    BuildDevelopResult,
     Plan,
+    PlannedPromotion,
     PromoteResult,
-    ServiceBuild,
     build_develop,
     plan,
     promote,
 )
 
 __all__ = [
+    "KEEP",
     "BuildDevelopResult",
     "BuildDurations",
     "BuildError",
+    "BuildRequest",
     "BuiltImage",
     "ChangeSet",
+    "CiContext",
+    "CommandError",
     "ConfigError",
+    "Engine",
     "Environment",
+    "EnvironmentStatus",
     "GitError",
-    "HiddenText",
     "ImageEntry",
-    "ImageRef",
     "ImageRefError",
     "ImageSpec",
     "OverlayEdit",
     "OverlayError",
+    "PipelineInfo",
     "Plan",
+    "PlannedPromotion",
     "PromoteResult",
     "PromotedImage",
     "Promotion",
     "PromotionError",
+    "Published",
     "PushError",
     "RegistryCredentials",
     "RegistryError",
@@ -70,20 +80,16 @@ __all__ = [
     "ReleaseError",
     "Service",
     "ServiceBuild",
+    "ServiceImage",
     "Status",
-    "apply_overlay_entries",
     "build_develop",
     "build_image",
+    "build_request",
     "detect_changes",
     "environment_status",
-    "find_kustomization",
-    "image_exists",
     "load_config",
-    "manifest_digest",
-    "matches_any",
     "plan",
     "promote",
     "promote_overlay",
-    "read_overlay_images",
     "set_overlay_image",
 ]

@@ -7,6 +7,7 @@ environments are the seed's ``develop`` and ``stage`` (promoted from ``develop``
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from collections.abc import Mapping
@@ -14,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from homelab_release.ci import dotenv_key
 from homelab_release.context import read_environment
+from homelab_release.dotenv import dotenv_key
 from homelab_release.errors import ConfigError
 from homelab_release.gitops import DEFAULT_AUTHOR
 
@@ -70,6 +71,8 @@ class ReleaseConfig:
     default_branch: str = ""
     author: str = DEFAULT_AUTHOR
     insecure_registries: tuple[str, ...] = field(default=())
+    #: key -> (its text, the variables it uses that are unset): for messages about empty values
+    unset_variables: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
 
     @property
     def where(self) -> str:
@@ -99,10 +102,23 @@ class ReleaseConfig:
         """The registry repository prefix; :class:`ConfigError` saying how to set it when unset."""
         if not self.registry:
             raise ConfigError(
-                f"{self.where}: no image registry: set registry.repository in {CONFIG_NAME} "
+                self.unset_message("registry.repository")
+                or f"{self.where}: no image registry: set registry.repository in {CONFIG_NAME} "
                 "or the CI_REGISTRY_IMAGE variable"
             )
         return self.registry
+
+    def unset_message(self, key: str) -> str:
+        """Why ``key`` came out empty when a variable it uses is unset, else ''."""
+        if key not in self.unset_variables:
+            return ""
+        text, names = self.unset_variables[key]
+        first = names[0]
+        return (
+            f"{self.where}: {key} = {text!r}, but the variable {', '.join(names)} "
+            f"{'is' if len(names) == 1 else 'are'} not set; set it, or give a default: "
+            f"${{{first}:-VALUE}}"
+        )
 
 
 def load_config(repo: Path | str = ".", env: Mapping[str, str] | None = None) -> ReleaseConfig:
@@ -154,6 +170,7 @@ class _Reader:
     def __init__(self, where: str, env: Mapping[str, str]) -> None:
         self.where = where
         self.env = env
+        self.unset: dict[str, tuple[str, list[str]]] = {}
 
     def table(self, value: Any, key: str, allowed: Mapping[str, type]) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -173,13 +190,22 @@ class _Reader:
         if kind is list:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{self.where}: {key} must be a list of strings")
-            return tuple(self.expand(v) for v in value)
+            return tuple(self.expand(v, key) for v in value)
         if not isinstance(value, kind):
             raise ConfigError(f"{self.where}: {key} must be a {kind.__name__}, not {value!r}")
-        return self.expand(value) if isinstance(value, str) else value
+        return self.expand(value, key) if isinstance(value, str) else value
 
-    def expand(self, text: str) -> str:
-        return _VAR.sub(lambda m: self.env.get(m["name"]) or (m["default"] or ""), text)
+    def expand(self, text: str, key: str) -> str:
+        """``text`` with ``${VAR}`` and ``${VAR:-default}`` expanded; a variable that is unset or
+        empty and has no default is remembered with ``key``, for the messages that need it."""
+
+        def value(match: re.Match[str]) -> str:
+            found = self.env.get(match["name"]) or match["default"]
+            if found is None:
+                self.unset.setdefault(key, (text, []))[1].append(match["name"])
+            return found or ""
+
+        return _VAR.sub(value, text)
 
 
 def _build(
@@ -210,6 +236,7 @@ def _build(
         default_branch=changes.get("default_branch", ""),
         insecure_registries=registry.get("insecure", ()),
         author=manifests.get("author", DEFAULT_AUTHOR),
+        unset_variables={k: (text, tuple(names)) for k, (text, names) in reader.unset.items()},
     )
 
 
@@ -237,19 +264,43 @@ def _services(root: Path, reader: _Reader, raw: Any) -> tuple[Service, ...]:
         paths = values.get("paths", (f"{name}/**/*",))
         for pattern in paths:
             if not pattern:
-                raise ConfigError(f"{reader.where}: services.{name}.paths has an empty pattern")
-        services.append(
-            Service(
-                name=name,
-                paths=paths,
-                context=context,
-                dockerfile=values.get("dockerfile", f"{context}/Dockerfile"),
-                image=values.get("image", name),
-                kustomize_name=values.get("kustomize_name") or None,
-            )
+                unset = reader.unset.get(f"services.{name}.paths")
+                why = f" (the variable {', '.join(unset[1])} is not set)" if unset else ""
+                raise ConfigError(
+                    f"{reader.where}: services.{name}.paths has an empty pattern{why}"
+                )
+        service = Service(
+            name=name,
+            paths=paths,
+            context=context,
+            dockerfile=values.get("dockerfile", f"{context}/Dockerfile"),
+            image=values.get("image", name),
+            kustomize_name=values.get("kustomize_name") or None,
         )
+        _check_sources(root, reader.where, service)
+        services.append(service)
     _check_report_keys(reader.where, services)
     return tuple(services)
+
+
+def _check_sources(root: Path, where: str, service: Service) -> None:
+    """A configured service's context folder and Dockerfile must exist: a typo in a table name
+    (``[services.vtoe]``) would otherwise silently stand for a service nothing ever changes."""
+    name = service.name
+    if not (root / service.context).is_dir():
+        found = [d.name for d in _discover(root)]
+        guess = difflib.get_close_matches(service.context, found, n=1)
+        raise ConfigError(
+            f"{where}: [services.{name}]: its build context {service.context!r} is not a folder "
+            f"of {root}; set services.{name}.context, or rename the table"
+            + (f" (did you mean [services.{guess[0]}]?)" if guess else "")
+            + f"; folders with a Dockerfile: {', '.join(found) or 'none'}"
+        )
+    if not (root / service.dockerfile).is_file():
+        raise ConfigError(
+            f"{where}: [services.{name}]: Dockerfile {service.dockerfile!r} does not exist in "
+            f"{root}; add it or set services.{name}.dockerfile"
+        )
 
 
 def _check_report_keys(where: str, services: list[Service]) -> None:

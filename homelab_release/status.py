@@ -17,8 +17,8 @@ from homelab_release.config import Environment, ReleaseConfig
 from homelab_release.errors import OverlayError
 from homelab_release.git import git
 from homelab_release.gitops import checkout
-from homelab_release.overlay import ImageEntry, read_overlay_images
-from homelab_release.workflows import Pipeline
+from homelab_release.overlay import ImageEntry, first_by_name, read_overlay_images
+from homelab_release.workspace import Workspace
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -59,12 +59,14 @@ def environment_status(
     env: Mapping[str, str] | None = None,
 ) -> Status:
     """Read every environment's overlay from the manifests branch (a temporary shallow checkout)."""
-    run = Pipeline.open(repo, config, env)
-    cfg = run.cfg
-    with checkout(run.remote()) as tree:
+    ws = Workspace.open(repo, config, env)
+    cfg = ws.config
+    if any(service.kustomize_name is None for service in cfg.services):
+        cfg.require_registry()  # the entries are named after the image repositories
+    with checkout(ws.remote()) as tree:
         raw = {e.name: _read(tree, e) for e in cfg.environments}
     times = _commit_times(
-        run.root, [e.new_tag or "" for entries, _ in raw.values() for e in entries]
+        ws.root, [e.new_tag or "" for entries, _ in raw.values() for e in entries]
     )
     images = {name: _images(cfg, entries, times) for name, (entries, _) in raw.items()}
     statuses = tuple(
@@ -90,7 +92,7 @@ def _read(tree: Path, environment: Environment) -> tuple[tuple[ImageEntry, ...],
 def _images(
     cfg: ReleaseConfig, entries: tuple[ImageEntry, ...], times: Mapping[str, int]
 ) -> tuple[ServiceImage, ...]:
-    by_name = {entry.name: entry for entry in reversed(entries)}  # the first of duplicates wins
+    by_name = first_by_name(entries)  # the first of duplicates wins, as in kustomize
     out = []
     for service in cfg.services:
         entry = by_name.get(service.overlay_name(cfg.registry))

@@ -1,9 +1,10 @@
 """Session fixtures for the real Docker Engine and registry (a pytest plugin, see conftest.py).
 
-The parts are started once per session with :mod:`homelab_release.sandbox` and stopped at its end.
-In CI (``CI=true``) a part that cannot be started is a test error; elsewhere the tests that need it
-are skipped with a one-line reason only when it cannot run here at all (no root, package missing).
-Every test that uses one of these fixtures gets the ``docker`` marker.
+The parts are started once per session with :mod:`homelab_release.demo.sandbox` and stopped at its
+end. In CI (``CI=true``) a part that cannot be started is a test error; elsewhere the tests that need
+it are skipped with a one-line reason only when it cannot run here at all (no root, package missing).
+:func:`missing` is that rule for any part or tool. Every test that uses one of these fixtures gets
+the ``docker`` marker.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import docker
 import pytest
 
-from homelab_release.sandbox import (
+from homelab_release.demo.sandbox import (
     DockerEngine,
     LocalRegistry,
     SandboxUnavailableError,
@@ -33,11 +35,19 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("true", "1", "yes")
 
 
-def _unavailable(err: SandboxUnavailableError) -> None:
-    reason = " ".join(line.strip() for line in str(err).splitlines())  # one line in the summary
+def missing(reason: str, kind: str = "part") -> NoReturn:
+    """A part (or a ``kind="tool"``) a test needs is missing: in CI it fails, elsewhere it skips.
+
+    ``reason`` is shown on one line in the summary (line breaks are folded).
+    """
+    reason = " ".join(line.strip() for line in reason.splitlines())
     if in_ci():
-        pytest.fail(f"CI needs this part: {reason}", pytrace=False)
+        pytest.fail(f"CI needs this {kind}: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def _unavailable(err: SandboxUnavailableError) -> NoReturn:
+    missing(str(err))
 
 
 @pytest.fixture(scope="session")

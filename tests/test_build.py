@@ -11,12 +11,14 @@ import docker
 import docker.errors
 import pytest
 
-from homelab_release.build import BuiltImage, build_image, buildkit_features, push_order
+from homelab_release.build import BuiltImage, build_image, push_order
 from homelab_release.cli import main
+from homelab_release.demo.sandbox import DockerEngine, LocalRegistry, busybox_context
+from homelab_release.dockerfile import buildkit_features
+from homelab_release.engines.docker import DockerBuilder
 from homelab_release.errors import BuildError, ImageRefError, PushError
 from homelab_release.images import ImageRef
 from homelab_release.registry import image_exists, manifest_digest
-from homelab_release.sandbox import DockerEngine, LocalRegistry, busybox_context
 from homelab_release.secrets import HiddenText, RegistryCredentials
 
 NO_ENGINE = "unix:///nonexistent/docker.sock"
@@ -77,6 +79,15 @@ def test_push_order_rejects(tags: list[str], error: type[Exception]) -> None:
         ("FROM x\nRUN <<EOF\necho hi\nEOF\n", ("a here-document (<<EOF)",)),
         ("FROM x\nRUN echo --mount is just text\n", ()),
         ("FROM x\n# RUN --mount=type=cache in a comment\nRUN true\n", ()),
+        (
+            "FROM --platform=${BUILDPLATFORM} scratch AS build\n",
+            ("FROM --platform with a build argument such as $BUILDPLATFORM",),
+        ),
+        (
+            "FROM --platform=$BUILDPLATFORM x\n",
+            ("FROM --platform with a build argument such as $BUILDPLATFORM",),
+        ),
+        ("FROM --platform=linux/amd64 x\n", ()),
     ],
 )
 def test_buildkit_features(dockerfile: str, features: tuple[str, ...]) -> None:
@@ -127,8 +138,9 @@ def test_missing_context_and_dockerfile(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("no_engine")
 def test_buildkit_dockerfile_fails_before_the_engine(tmp_path: Path) -> None:
     context = busybox_context(tmp_path / "ctx", extra="RUN --mount=type=cache,target=/c true\n")
-    with pytest.raises(BuildError, match=r"needs BuildKit.*RUN --mount"):
+    with pytest.raises(BuildError, match=r"needs BuildKit.*RUN --mount") as caught:
         build_image(context=context, repository="x/y", tags=["a"], push=False)
+    assert "the docker engine cannot build; build it with the buildah engine" in str(caught.value)
 
 
 @pytest.mark.usefixtures("no_engine")
@@ -159,7 +171,10 @@ def test_pushes_every_tag_at_the_registry_digest(
     repository = _repo(registry)
 
     built = build_image(
-        context=busybox, repository=repository, tags=["latest", "3f1c2ab"], client=docker_client
+        context=busybox,
+        repository=repository,
+        tags=["latest", "3f1c2ab"],
+        engine=DockerBuilder(docker_client),
     )
 
     assert built.tags == ("3f1c2ab", "latest")
@@ -194,7 +209,7 @@ def test_latest_moves_only_after_the_registry_confirmed_the_commit_tag(
         context=busybox,
         repository=repository,
         tags=["latest", "3f1c2ab"],
-        client=docker_client,
+        engine=DockerBuilder(docker_client),
         credentials=registry.credentials,
     )
     # What happened, in order: pushes (our log) and the registry's answers (real HTTP requests).
@@ -257,7 +272,7 @@ def test_labels_build_args_and_target(
             labels={"team": "homelab", "org.opencontainers.image.source": "explicit"},
             target=target,
             push=False,
-            client=docker_client,
+            engine=DockerBuilder(docker_client),
             revision="c0ffee",
             source="https://ignored.example.com",
         )
@@ -285,7 +300,7 @@ def test_failing_step_raises_with_log_tail_and_pushes_nothing(
             context=context,
             repository=repository,
             tags=["abc", "latest"],
-            client=docker_client,
+            engine=DockerBuilder(docker_client),
             credentials=registry.credentials,
         )
     assert "step-output-before-failure" in str(caught.value)
@@ -308,7 +323,7 @@ def test_stopped_registry_gives_push_error(
             repository=repository,
             tags=["abc"],
             cache_from=cache_from,
-            client=docker_client,
+            engine=DockerBuilder(docker_client),
             credentials=stopped_registry.credentials,
         )
 
@@ -331,7 +346,7 @@ def test_wrong_password_gives_push_error_without_the_password(
             repository=repository,
             tags=["abc", "latest"],
             cache_from=cache_from,
-            client=docker_client,
+            engine=DockerBuilder(docker_client),
             credentials=credentials,
         )
     assert f"refused user {registry.credentials.username!r}" in str(caught.value)
@@ -353,7 +368,7 @@ def test_rebuild_on_an_emptied_engine_uses_the_registry_cache(
             repository=repository,
             tags=[tag, "latest"],
             cache_from=cache_from,
-            client=docker_client,
+            engine=DockerBuilder(docker_client),
             credentials=registry.credentials,
         )
 

@@ -73,6 +73,8 @@ def test_registry_defaults_to_ci_registry_image(tmp_path: Path) -> None:
 
 
 def test_full_file(tmp_path: Path) -> None:
+    mkservice(tmp_path, "src/vote")
+    mkservice(tmp_path, "worker")
     path = write_config(
         tmp_path,
         """
@@ -136,6 +138,37 @@ promote_from = "stage"
     )
 
 
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            "[services.vtoe]\n",
+            r"\[services\.vtoe\]: its build context 'vtoe' is not a folder of .*; set "
+            r"services\.vtoe\.context, or rename the table \(did you mean \[services\.vote\]\?\); "
+            r"folders with a Dockerfile: result, vote$",
+        ),
+        (
+            '[services.vote]\ndockerfile = "vote/Containerfile"\n',
+            r"\[services\.vote\]: Dockerfile 'vote/Containerfile' does not exist in .*; add it or "
+            r"set services\.vote\.dockerfile",
+        ),
+        (
+            "[services.api]\n",
+            r"\[services\.api\]: its build context 'api' is not a folder .*rename the table; "
+            r"folders with a Dockerfile: result, vote$",
+        ),
+    ],
+)
+def test_a_service_whose_sources_do_not_exist_is_an_error(
+    tmp_path: Path, table: str, message: str
+) -> None:
+    mkservice(tmp_path, "vote")
+    mkservice(tmp_path, "result")
+    write_config(tmp_path, table)
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path, env={})
+
+
 def test_listed_services_replace_discovery(tmp_path: Path) -> None:
     mkservice(tmp_path, "vote")
     mkservice(tmp_path, "result")
@@ -164,6 +197,30 @@ def test_lookups_name_what_exists(tmp_path: Path) -> None:
     assert config.environment("stage").promote_from == "develop"
     with pytest.raises(ConfigError, match=r"registry\.repository"):
         config.require_registry()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            "${MY_REGISTRY}",
+            r"registry\.repository = '\$\{MY_REGISTRY\}', but the variable MY_REGISTRY is not set; "
+            r"set it, or give a default: \$\{MY_REGISTRY:-VALUE\}",
+        ),
+        (
+            "${HOST}/${GROUP}",
+            r"registry\.repository = '\$\{HOST\}/\$\{GROUP\}', but the variable HOST, GROUP are not",
+        ),
+    ],
+)
+def test_an_unset_variable_is_named_with_its_key(tmp_path: Path, value: str, message: str) -> None:
+    write_config(tmp_path, f'[registry]\nrepository = "{value}"\n')
+    config = load_config(tmp_path, env={"CI_REGISTRY_IMAGE": "registry.example.com/g"})
+    with pytest.raises(ConfigError, match=message):
+        config.require_registry()
+    defaulted = value.replace("}", ":-r.example.com}", 1)
+    write_config(tmp_path, f'[registry]\nrepository = "{defaulted}"\n')
+    assert load_config(tmp_path, env={}).require_registry().startswith("r.example.com")
 
 
 def test_config_is_frozen(tmp_path: Path) -> None:
@@ -205,6 +262,7 @@ def _registry_with(value: str, env: dict[str, str]) -> str:
 
 
 def test_variables_are_expanded_in_lists_and_services(tmp_path: Path) -> None:
+    mkservice(tmp_path, "vote")
     write_config(
         tmp_path,
         '[changes]\nalways = ["${CFG:-homelab-release.toml}"]\n'
@@ -258,7 +316,10 @@ def test_text_without_variables_is_kept(text: str) -> None:
             r"services\.vote\.paths must be a list of strings",
         ),
         ("[services.vote]\npaths = ['']\n", r"services\.vote\.paths has an empty pattern"),
-        ("[services.vote]\npaths = ['${UNSET}']\n", r"services\.vote\.paths has an empty pattern"),
+        (
+            "[services.vote]\npaths = ['${UNSET}']\n",
+            r"services\.vote\.paths has an empty pattern \(the variable UNSET is not set\)",
+        ),
         ("[services.vote]\ncontext = ['x']\n", r"services\.vote\.context must be a str"),
         ("[environments.dev]\noverlay = 1\n", r"environments\.dev\.overlay must be a str"),
         ("[environments.dev]\nbranch = 'x'\n", r"unknown key environments\.dev\.branch"),
@@ -321,6 +382,8 @@ def test_release_config_where_names_the_root_without_a_file(tmp_path: Path) -> N
 
 
 def test_services_sharing_a_dotenv_variable_are_an_error(tmp_path: Path) -> None:
+    mkservice(tmp_path, "vote-api")
+    mkservice(tmp_path, "vote_api")
     write_config(tmp_path, "[services.vote-api]\n[services.vote_api]\n")
     with pytest.raises(
         ConfigError, match=r"'vote-api' and 'vote_api' would both report as VOTE_API_IMAGE"

@@ -16,12 +16,11 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from homelab_release import proc
-from homelab_release.example import ExampleRepos, create_example_repos
+from homelab_release.demo.example import ExampleRepos, create_example_repos
+from homelab_release.demo.sandbox import DockerEngine, LocalRegistry
 from homelab_release.git import git
 from homelab_release.images import ImageRef
 from homelab_release.registry import image_exists
-from homelab_release.sandbox import DockerEngine, LocalRegistry
 from tests.githttp import git_http_server
 from tests.gitlabci import (
     VERSION,
@@ -38,6 +37,7 @@ from tests.gitlabci import (
 )
 from tests.gitrepo import GitRepo
 from tests.infra import in_ci
+from tests.oracles import render
 
 pytestmark = pytest.mark.gitlab
 
@@ -304,7 +304,7 @@ def test_develop_overlay_renders_the_built_image(flow: Flow, tmp_path: Path) -> 
     tree = tmp_path / "manifests"
     git(flow.repos.remote, "worktree", "add", "--quiet", "--detach", str(tree), flow.manifests[1])
     try:
-        rendered = proc.run(("kubectl", "kustomize", str(tree / "k8s/overlays/develop")))
+        rendered = render(tree / "k8s/overlays/develop")
     finally:
         git(flow.repos.remote, "worktree", "remove", "--force", str(tree))
     images = set(re.findall(r"^\s*- image: (\S+)$", rendered, re.MULTILINE))

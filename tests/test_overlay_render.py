@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 from ruamel.yaml import YAML
 
-from homelab_release import proc
 from homelab_release.images import split_reference
 from homelab_release.overlay import ImageEntry, apply_overlay_entries, set_overlay_image
-from tests.test_overlay import missing_tool
+from tests.oracles import render, require_render
 
 pytestmark = pytest.mark.kustomize
 
@@ -43,8 +41,7 @@ def deployment(name: str, images: dict[str, str]) -> str:
 @pytest.fixture
 def overlay(tmp_path: Path) -> Path:
     """k8s/base with two Deployments and k8s/overlays/develop with commented images."""
-    if shutil.which("kubectl") is None:
-        missing_tool("kubectl is not on PATH (it renders the overlays: install it)")
+    require_render()
     base = tmp_path / "k8s" / "base"
     base.mkdir(parents=True)
     (base / "web.yaml").write_text(deployment("web", dict(list(BASE_IMAGES.items())[:3])))
@@ -62,7 +59,7 @@ def overlay(tmp_path: Path) -> Path:
 
 def rendered_images(folder: Path) -> dict[str, str]:
     """Container name -> image, from ``kubectl kustomize``."""
-    output = proc.run(["kubectl", "kustomize", str(folder)], timeout=60)
+    output = render(folder)
     images: dict[str, str] = {}
     for doc in YAML(typ="safe", pure=True).load_all(output):
         for container in doc["spec"]["template"]["spec"]["containers"]:

@@ -12,7 +12,7 @@ import pytest
 
 from homelab_release.errors import PromotionError
 from homelab_release.overlay import ImageEntry, read_overlay_images
-from homelab_release.promote import PromotedImage, promote_overlay
+from homelab_release.promotion import PromotedImage, promote_overlay
 
 SHA_A = "sha256:" + "a" * 64
 HEAD = "resources:\n- ../../base  # every service\nimages:\n"
@@ -134,3 +134,26 @@ def test_rename_without_tag_cannot_be_verified(tmp_path: Path) -> None:
     with pytest.raises(PromotionError, match=r"entry 'vote'.*it keeps the tag of the base's image"):
         promote_overlay(source, target, exists=lambda reference: True)
     assert (target / "kustomization.yaml").read_text() == HEAD
+
+
+# --- what a dry run asks of the registry ---------------------------------------------------------
+
+UNREACHABLE = (
+    f"- name: vote\n  newName: 127.0.0.1:9/homelab/vote\n  newTag: v2\n  digest: {SHA_A}\n"
+)
+
+
+def test_a_dry_run_asks_no_registry(tmp_path: Path) -> None:
+    source, target = overlays(tmp_path, UNREACHABLE, "")
+    promotion = promote_overlay(source, target, dry_run=True)
+    assert promotion.changed
+    assert not promotion.written
+    assert str(promotion.changes[0].after) == f"127.0.0.1:9/homelab/vote:v2@{SHA_A}"
+
+
+def test_a_dry_run_verifies_when_asked_and_a_real_run_always(tmp_path: Path) -> None:
+    source, target = overlays(tmp_path, UNREACHABLE, "")
+    for options in ({"dry_run": True, "verify": True}, {}):
+        with pytest.raises(PromotionError, match=r"cannot verify 127\.0\.0\.1:9/homelab/vote"):
+            promote_overlay(source, target, **options)  # type: ignore[arg-type]
+    assert read_overlay_images(target) == ()

@@ -21,6 +21,8 @@ import pytest
 
 from homelab_release.build import build_image
 from homelab_release.context import CiContext
+from homelab_release.demo.sandbox import LocalRegistry, busybox_context
+from homelab_release.engines.docker import DockerBuilder
 from homelab_release.errors import ImageRefError, RegistryError
 from homelab_release.images import ImageRef
 from homelab_release.registry import (
@@ -43,7 +45,6 @@ from homelab_release.registry import (
     token_scopes,
     with_retries,
 )
-from homelab_release.sandbox import LocalRegistry, busybox_context
 from homelab_release.secrets import HiddenText, RegistryCredentials
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -407,7 +408,7 @@ def images(
             labels={"test.image": name},
             revision=name[1] * 40,
             cache_from=[],
-            client=docker_client,
+            engine=DockerBuilder(docker_client),
             credentials=registry.credentials,
             env={},
         )

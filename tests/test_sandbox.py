@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from homelab_release.sandbox import (
+from homelab_release.demo.sandbox import (
     DockerEngine,
     LocalRegistry,
     SandboxError,

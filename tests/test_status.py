@@ -10,9 +10,10 @@ import pytest
 from homelab_release.cli import main
 from homelab_release.commands.status import render
 from homelab_release.demo import Sandbox
-from homelab_release.example import create_example_repos
+from homelab_release.demo.example import create_example_repos
+from homelab_release.demo.sandbox import DockerEngine, LocalRegistry
+from homelab_release.errors import ConfigError
 from homelab_release.git import ZERO_SHA, git
-from homelab_release.sandbox import DockerEngine, LocalRegistry
 from homelab_release.status import age, environment_status
 from homelab_release.workflows import build_develop, promote
 
@@ -98,3 +99,12 @@ def test_commit_times_skip_commits_this_clone_lacks(tmp_path: Path) -> None:
     times = _commit_times(repo.path, [sha, "f" * 40, "v1.2", ""])
     assert list(times) == [sha]
     assert times[sha] == int(repo.git("show", "-s", "--format=%ct", sha))
+
+
+def test_status_without_a_registry_says_how_to_set_it(tmp_path: Path) -> None:
+    from tests.gitrepo import GitRepo
+
+    repo = GitRepo.init(tmp_path / "monorepo")
+    repo.commit("vote", "vote/Dockerfile")
+    with pytest.raises(ConfigError, match=r"no image registry: set registry\.repository"):
+        environment_status(repo.path, env={})

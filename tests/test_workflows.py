@@ -11,13 +11,14 @@ import pytest
 
 from homelab_release.cli import main
 from homelab_release.demo import Sandbox
+from homelab_release.demo.example import ExampleRepos, create_example_repos
+from homelab_release.demo.sandbox import DockerEngine, LocalRegistry
 from homelab_release.errors import ConfigError, GitError, PromotionError, ReleaseError
-from homelab_release.example import ExampleRepos, create_example_repos
 from homelab_release.git import ZERO_SHA, git
 from homelab_release.images import ImageRef
 from homelab_release.overlay import ImageEntry, read_overlay_images
 from homelab_release.registry import image_exists
-from homelab_release.sandbox import DockerEngine, LocalRegistry
+from homelab_release.status import environment_status
 from homelab_release.workflows import BuildDevelopResult, build_develop, plan, promote
 from tests.githttp import git_http_server
 from tests.gitrepo import run_git
@@ -338,3 +339,74 @@ def test_cli_plan_and_promote_dry_run_write_nothing(
     assert "dry run: nothing written" in out
     assert "+  - name: worker" in out
     assert manifests_commits(box) == commits
+
+
+# -- the develop path: checks before building, reports on every exit -----------------------------
+
+
+def test_a_missing_overlay_is_found_before_anything_is_built(box: Sandbox, tmp_path: Path) -> None:
+    config = box.repos.work / "homelab-release.toml"
+    config.write_text(config.read_text().replace('"k8s/overlays/develop"', '"k8s/overlays/nope"'))
+    box.repos.commit("point develop at a missing overlay")
+    reports = tmp_path / "reports"
+    with pytest.raises(ConfigError, match=r"overlay k8s/overlays/nope of environment develop"):
+        build_develop(box.repos.work, env=push_env(box, ZERO_SHA), report_dir=reports)
+    ref = ImageRef.parse(f"{box.registry.address}/homelab/vote:{head(box.repos)}")
+    assert not image_exists(ref, box.registry.credentials), "nothing may be built or pushed"
+    report = json.loads((reports / "release-report.json").read_text())
+    assert "overlay k8s/overlays/nope" in report["error"]
+    assert report["builds"] == []
+    dotenv = (reports / "build.env").read_text().splitlines()
+    assert "SERVICES=" in dotenv
+    assert "FAILED_SERVICES=result,vote,worker" in dotenv
+
+
+def test_a_service_without_its_folder_is_an_error_in_plan_and_build(box: Sandbox) -> None:
+    config = box.repos.work / "homelab-release.toml"
+    config.write_text(config.read_text().replace('kustomize_name = "vote"', 'context = "votee"'))
+    box.repos.commit("typo in vote's context")
+    for workflow in (plan, build_develop):
+        with pytest.raises(
+            ConfigError, match=r"\[services\.vote\]: its build context 'votee' is not a folder"
+        ):
+            workflow(box.repos.work, env=push_env(box, ZERO_SHA))
+
+
+def test_reports_go_to_a_named_folder_outside_ci(
+    box: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sha = head(box.repos)
+    env = {k: v for k, v in push_env(box, sha, sha).items() if k != "CI_PROJECT_DIR"}
+    monkeypatch.chdir(tmp_path)
+    result = build_develop(box.repos.work, env=env)
+    folder = tmp_path / "homelab-release-reports"
+    assert result.reports == (folder / "build.env", folder / "release-report.json")
+    assert not (box.repos.work / "build.env").exists(), "not silently into the monorepo"
+
+
+def test_workflows_read_only_the_env_they_are_given(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process environment holds wrong credentials and another engine: env= alone counts."""
+    env = push_env(box, ZERO_SHA)
+    wrong = {
+        "DOCKER_HOST": "unix:///nonexistent/docker.sock",
+        "CI_REGISTRY_USER": "nobody",
+        "CI_REGISTRY_PASSWORD": "wrong-password",
+        "CI_REGISTRY_IMAGE": "127.0.0.1:9/elsewhere",
+        "CI_COMMIT_BRANCH": "develop",
+        "CI_REPOSITORY_URL": "http://127.0.0.1:9/nowhere.git",
+        "GITLAB_TOKEN": "wrong-token",
+    }
+    for key, value in wrong.items():
+        monkeypatch.setenv(key, value)
+    planned = plan(box.repos.work, env=env)
+    assert planned.references[0].startswith(f"{box.registry.address}/homelab/")
+    built = build_develop(box.repos.work, env=env)
+    assert built.commit is not None
+    assert all(b.ok for b in built.builds)
+    promoted = promote(box.repos.work, env={**env, "CI_COMMIT_BRANCH": "stage"})
+    assert promoted.commit is not None
+    status = environment_status(box.repos.work, env=env)
+    assert {e.name for e in status.environments} == {"develop", "stage"}
+    assert all(i.entry is not None for e in status.environments for i in e.images)

@@ -7,7 +7,7 @@ import sys
 
 from homelab_release.commands._common import add_repo_option, section, short, table
 from homelab_release.context import CiContext
-from homelab_release.workflows import BuildDevelopResult, build_develop
+from homelab_release.workflows import BuildDevelopResult, ServiceBuild, build_develop
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def summary(result: BuildDevelopResult) -> str:
-    """The job-log summary: what changed, each build, and the manifests commit."""
+    """The job-log summary: what changed, each build, and the manifests commit.
+
+    References are shortened to fit a job log (full values are in build.env and the JSON report).
+    """
     lines = [f"changes: {result.changes.reason}"]
     if not result.changes.services:
         lines.append("no service changed: nothing built, nothing committed")
@@ -55,12 +58,12 @@ def summary(result: BuildDevelopResult) -> str:
         (
             b.service,
             "built" if b.ok else "FAILED",
-            b.reference or b.error.splitlines()[0],
-            f"{b.seconds:.1f}s",
+            short_reference(b.repository, b.tag, b.digest) if b.ok else b.error.splitlines()[0],
+            *_times(b),
         )
         for b in result.builds
     ]
-    lines.append(table(("SERVICE", "RESULT", "IMAGE", "TIME"), rows))
+    lines.append(table(("SERVICE", "RESULT", "IMAGE", "BUILD", "PUSH"), rows))
     if result.commit:
         lines.append(f"{result.environment} overlay: committed {short(result.commit)}")
     elif result.edit is not None:
@@ -69,3 +72,18 @@ def summary(result: BuildDevelopResult) -> str:
         lines.append(f"{result.environment} overlay: unchanged (no build succeeded)")
     lines.extend(f"report: {path}" for path in result.reports)
     return "\n".join(lines)
+
+
+def short_reference(repository: str, tag: str, digest: str) -> str:
+    """``repo:8a9d7e3c4b21…@sha256:1244…``: a commit tag and a digest cut for people."""
+    shown_tag = f"{tag[:12]}…" if len(tag) > 12 else tag
+    algorithm, _, hexdigits = digest.partition(":")
+    return f"{repository}:{shown_tag}@{algorithm}:{hexdigits[:4]}…"
+
+
+def _times(build: ServiceBuild) -> tuple[str, str]:
+    """Seconds building (cache pull included) and pushing (registry checks included)."""
+    phases = build.durations
+    if phases is None:
+        return (f"{build.seconds:.1f}s", "-")
+    return (f"{phases.cache_pull + phases.build:.1f}s", f"{phases.push + phases.verify:.1f}s")

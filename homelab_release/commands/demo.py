@@ -1,4 +1,9 @@
-"""``homelab-release demo``: the develop -> stage flow in a local sandbox, narrated."""
+"""``homelab-release demo``: the develop -> stage flow in a local sandbox, narrated.
+
+The steps are :data:`homelab_release.demo.steps.STEPS`. Whatever happens, the engine and the
+registry are stopped and the sandbox folder removed (unless ``--keep``) before the command ends;
+the line that says so comes last, after the error message when a step failed.
+"""
 
 from __future__ import annotations
 
@@ -6,92 +11,70 @@ import argparse
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from homelab_release.commands import build_develop as build_command
-from homelab_release.commands import promote as promote_command
-from homelab_release.commands import status as status_command
-from homelab_release.demo import Sandbox, sandbox
-from homelab_release.example import EXAMPLE
-from homelab_release.git import ZERO_SHA, git
-from homelab_release.status import environment_status
-from homelab_release.workflows import build_develop, promote
+from homelab_release.demo.box import sandbox
+from homelab_release.demo.steps import STEPS, Scene, Step, play
+
+__all__ = ["register", "run", "run_demo"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``demo`` subcommand."""
     parser = sub.add_parser(
         "demo",
         help="run build-develop, a one-service change, promote and status in a local sandbox",
         description="Start (or reuse, via DOCKER_HOST) a Docker Engine and a registry on "
         "127.0.0.1, lay out the example monorepo as git repositories and run the whole "
         "develop -> stage flow on it, without GitLab. Needs root and Debian's docker.io, "
-        "docker-registry, busybox-static and apache2-utils (scripts/setup.sh installs them).",
+        "docker-registry, busybox-static, apache2-utils and git (scripts/setup.sh installs them).",
     )
-    parser.add_argument("--keep", action="store_true", help="keep the sandbox folder afterwards")
     parser.add_argument(
-        "--example", type=Path, default=EXAMPLE, help="the example to lay out (examples/homelab-go)"
+        "--keep", action="store_true", help="keep the sandbox folder (and its reports) afterwards"
+    )
+    parser.add_argument(
+        "--example",
+        type=Path,
+        help="the example to lay out (default: the copy of examples/homelab-go shipped with "
+        "homelab-release)",
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the demo on stdout."""
     run_demo(sys.stdout, keep=args.keep, example=args.example)
     return 0
 
 
-def run_demo(out: TextIO, *, keep: bool = False, example: Path = EXAMPLE) -> Path:
-    """Run the narrated demo, writing to ``out``; return the sandbox folder (removed unless kept)."""
+def run_demo(
+    out: TextIO,
+    *,
+    keep: bool = False,
+    example: Path | None = None,
+    steps: Sequence[Step] = STEPS,
+) -> Path:
+    """Run the narrated demo, writing to ``out``; return the sandbox folder (removed unless kept).
+
+    When a step fails, the error propagates with a note (``BaseException.add_note``) that says
+    what was stopped and removed: the command line prints it after the error message.
+    """
     folder = Path(tempfile.mkdtemp(prefix="homelab-release-demo-"))
     try:
         with sandbox(folder, example=example) as box:
-            _narrate(box, out)
-    finally:
-        if keep:
-            print(f"\nThe sandbox is kept in {folder} (engine and registry stopped).", file=out)
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
-            print("\nEverything the demo started is stopped and its sandbox removed.", file=out)
+            play(Scene(box, out, keep=keep), steps)
+    except BaseException as err:
+        err.add_note(_clean_up(folder, keep=keep))
+        raise
+    print("\n" + _clean_up(folder, keep=keep), file=out, flush=True)
     return folder
 
 
-def _narrate(box: Sandbox, out: TextIO) -> None:
-    say = _Narrator(out)
-    say.step(
-        "The sandbox",
-        f"Docker Engine: {box.docker_host}\nregistry: {box.registry.address} (htpasswd auth)\n"
-        f"monorepo: {box.repos.work} (branch develop), manifests: branch k8s-manifests of "
-        f"{box.repos.remote}",
-    )
-    first = git(box.repos.work, "rev-parse", "HEAD").strip()
-    env = box.pipeline_env(branch="develop", before=ZERO_SHA, sha=first)
-    say.step("1. First push to develop: build_develop builds every service", "")
-    say.result(build_command.summary(build_develop(box.repos.work, env=env)))
-
-    (box.repos.work / "vote" / "app.sh").write_text(
-        (box.repos.work / "vote" / "app.sh").read_text() + "# vote: now with a new question\n"
-    )
-    second = box.repos.commit("vote: ask a new question", "vote/app.sh")
-    env = box.pipeline_env(branch="develop", before=first, sha=second)
-    say.step("2. A change to vote only: build_develop builds only vote", "")
-    say.result(build_command.summary(build_develop(box.repos.work, env=env)))
-
-    say.step("3. Merge to stage: promote copies develop's images into stage (no rebuild)", "")
-    stage_env = {**env, "CI_COMMIT_BRANCH": "stage"}
-    say.result(promote_command.summary(promote(box.repos.work, env=stage_env)))
-
-    say.step("4. homelab-release status: what each environment runs", "")
-    say.result(status_command.render(environment_status(box.repos.work, env=env)))
-
-
-class _Narrator:
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-
-    def step(self, title: str, text: str) -> None:
-        print(f"\n=== {title}", file=self.out, flush=True)
-        if text:
-            print(text, file=self.out, flush=True)
-
-    def result(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+def _clean_up(folder: Path, *, keep: bool) -> str:
+    """Remove the sandbox folder unless kept; the line that tells what became of it."""
+    if keep:
+        return f"The demo's engine and registry are stopped; its sandbox is kept in {folder}."
+    shutil.rmtree(folder, ignore_errors=True)
+    return "Everything the demo started is stopped and its sandbox removed."

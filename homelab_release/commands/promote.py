@@ -24,7 +24,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--image", action="append", dest="images", help="promote only this entry name (repeatable)"
     )
-    parser.add_argument("--dry-run", action="store_true", help="show the diff, write nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show the diff; write nothing and do not ask the registry",
+    )
     parser.add_argument("--no-verify", action="store_true", help="do not check the registry first")
     parser.set_defaults(func=run)
 
@@ -37,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
             to=args.to,
             images=args.images,
             dry_run=args.dry_run,
-            verify=not args.no_verify,
+            verify=False if args.no_verify else None,
         )
     print(summary(result, dry_run=args.dry_run))
     return 0

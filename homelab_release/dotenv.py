@@ -1,10 +1,12 @@
-"""The dotenv report GitLab's ``artifacts:reports:dotenv`` reads."""
+"""The dotenv format GitLab's ``artifacts:reports:dotenv`` reads, and the names it gives services."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 from homelab_release.errors import ReleaseError
+
+__all__ = ["dotenv_key", "format_dotenv"]
 
 
 def format_dotenv(values: Mapping[str, str]) -> str:

@@ -1,22 +1,32 @@
 """Lay out the example monorepo (``examples/homelab-go``) as real git repositories.
 
-Used by ``nox -s demo`` and by the tests: a bare "remote" holding the services on ``develop`` and the
-manifests on ``k8s-manifests`` (as the seed keeps them: one repository, two branches), and a work
-clone of ``develop`` to run the workflows in. Every service folder gets ``/bin/busybox`` (Debian's
+Used by ``homelab-release demo`` and by the tests: a bare "remote" holding the services on
+``develop`` and the manifests on ``k8s-manifests`` (as the seed keeps them: one repository, two
+branches), and a work clone of ``develop`` to run the workflows in. Every service folder gets ``/bin/busybox`` (Debian's
 busybox-static) so that its ``FROM scratch`` image builds without any network.
+
+The example lives in the repository at ``examples/homelab-go``; a wheel carries it as package data
+under ``homelab_release/demo/examples/`` (pyproject.toml maps the folder), and
+:func:`find_example` looks in both places.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from homelab_release.demo.sandbox import BUSYBOX
 from homelab_release.errors import ReleaseError
 from homelab_release.git import git
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "homelab-go"
-BUSYBOX = Path("/bin/busybox")
+__all__ = ["EXAMPLE_NAME", "ExampleRepos", "create_example_repos", "find_example"]
+
+EXAMPLE_NAME = "homelab-go"
+_HERE = Path(__file__).resolve().parent
+# an installed wheel's copy first, then a checkout's examples/ folder
+_EXAMPLE_ROOTS = (_HERE / "examples", _HERE.parent.parent / "examples")
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "Example Developer",
     "GIT_AUTHOR_EMAIL": "dev@example.com",
@@ -32,21 +42,48 @@ class ExampleRepos:
     remote: Path
     work: Path
 
+    def head(self) -> str:
+        """The SHA of the work clone's ``HEAD``."""
+        return git(self.work, "rev-parse", "HEAD").strip()
+
     def commit(self, message: str, *paths: str) -> str:
         """Stage ``paths`` (everything when none), commit in the work clone, push; return the SHA."""
         git(self.work, "add", "--all", "--", *(paths or (".",)))
         git(self.work, "commit", "--quiet", "-m", message, env=_IDENTITY)
         git(self.work, "push", "--quiet", "origin", "HEAD:refs/heads/develop")
-        return git(self.work, "rev-parse", "HEAD").strip()
+        return self.head()
+
+
+def find_example(name: str = EXAMPLE_NAME, roots: Sequence[Path] = _EXAMPLE_ROOTS) -> Path:
+    """The folder of the example ``name``: the copy in the installed package, else the checkout's."""
+    for root in roots:
+        if _holds_example(root / name):
+            return root / name
+    looked = ", ".join(str(root / name) for root in roots)
+    raise ReleaseError(
+        f"the example {name!r} is not installed (looked in {looked}); reinstall homelab-release "
+        "from its wheel, or pass --example PATH to a copy of examples/homelab-go"
+    )
+
+
+def _holds_example(folder: Path) -> bool:
+    return (folder / "monorepo").is_dir() and (folder / "manifests").is_dir()
 
 
 def create_example_repos(
-    dest: Path, *, source: Path = EXAMPLE, busybox: Path = BUSYBOX
+    dest: Path, *, source: Path | None = None, busybox: Path = BUSYBOX
 ) -> ExampleRepos:
-    """Create ``dest/remote.git`` and ``dest/monorepo`` from the example in ``source``."""
+    """Create ``dest/remote.git`` and ``dest/monorepo`` from the example in ``source``.
+
+    ``source`` defaults to :func:`find_example`.
+    """
+    source = find_example() if source is None else source
     dest = dest.resolve()
-    if not (source / "monorepo").is_dir() or not (source / "manifests").is_dir():
-        raise ReleaseError(f"{source} does not hold the example (monorepo/ and manifests/)")
+    if not _holds_example(source):
+        raise ReleaseError(
+            f"{source} does not hold an example: it needs monorepo/ and manifests/ folders "
+            "laid out like examples/homelab-go"
+        )
     if not busybox.is_file():
         raise ReleaseError(f"{busybox} is missing: install Debian's busybox-static")
     dest.mkdir(parents=True, exist_ok=True)

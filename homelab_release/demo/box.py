@@ -3,7 +3,7 @@
 :func:`sandbox` starts (or reuses) the engine and a registry on 127.0.0.1 and lays out the example
 monorepo as git repositories; :meth:`Sandbox.pipeline_env` gives the variables GitLab would set
 for a push pipeline, so that the workflows run the same code paths as in CI. The narration of
-``homelab-release demo`` lives in :mod:`homelab_release.commands.demo`.
+``homelab-release demo`` lives in :mod:`homelab_release.demo.steps`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from homelab_release.example import EXAMPLE, ExampleRepos, create_example_repos
-from homelab_release.sandbox import DockerEngine, LocalRegistry, check_requirements
+from homelab_release.demo.example import ExampleRepos, create_example_repos
+from homelab_release.demo.sandbox import DockerEngine, LocalRegistry, check_requirements
+
+__all__ = ["Sandbox", "sandbox"]
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,11 @@ class Sandbox:
 
 
 @contextmanager
-def sandbox(folder: Path | None = None, *, example: Path = EXAMPLE) -> Iterator[Sandbox]:
-    """Start the engine and registry and lay out the example; stop what was started on exit."""
+def sandbox(folder: Path | None = None, *, example: Path | None = None) -> Iterator[Sandbox]:
+    """Start the engine and registry and lay out the example; stop what was started on exit.
+
+    ``example`` defaults to the example shipped with the package (:func:`~homelab_release.demo.example.find_example`).
+    """
     check_requirements(reuse_engine=True)  # everything missing, in one message, before starting
     root = folder or Path(tempfile.mkdtemp(prefix="homelab-release-demo-"))
     with ExitStack() as stack:

@@ -1,6 +1,6 @@
 """Local stand-ins for CI's parts: a private Docker Engine and an htpasswd-protected registry.
 
-Used by the test fixtures and by ``nox -s demo``. Both run from Debian packages (``docker.io``,
+Used by the test fixtures and by ``homelab-release demo``. Both run from Debian packages (``docker.io``,
 ``docker-registry``) and talk only over 127.0.0.1 or a unix socket; the engine is started with
 ``--bridge=none --iptables=false --ip6tables=false`` so that it creates no container network.
 
@@ -30,8 +30,28 @@ from types import TracebackType
 from typing import IO, Self
 
 from homelab_release import proc
+from homelab_release.context import read_environment
 from homelab_release.errors import ReleaseError
 from homelab_release.secrets import HiddenText, RegistryCredentials
+
+__all__ = [
+    "BUSYBOX",
+    "ENGINE_NEEDS",
+    "REGISTRY_NEEDS",
+    "DockerEngine",
+    "LocalRegistry",
+    "Requirement",
+    "SandboxError",
+    "SandboxUnavailableError",
+    "busybox_context",
+    "check_requirements",
+    "default_search_path",
+    "free_port",
+    "locate",
+    "ping",
+    "require",
+    "reusable_engine",
+]
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -124,7 +144,8 @@ def require(program: str, package: str) -> str:
 
 def default_search_path() -> str:
     """``$PATH`` and then ``/usr/sbin:/sbin`` (dockerd is there, not on every user's PATH)."""
-    return os.pathsep.join((os.environ.get("PATH", os.defpath), "/usr/sbin", "/sbin"))
+    path = read_environment().get("PATH", os.defpath)
+    return os.pathsep.join((path, "/usr/sbin", "/sbin"))
 
 
 def _unavailable(missing: Sequence[Requirement], not_root: bool, *, reuse: bool) -> str:
@@ -140,7 +161,7 @@ def _unavailable(missing: Sequence[Requirement], not_root: bool, *, reuse: bool)
 
 def reusable_engine(env: Mapping[str, str] | None = None) -> str | None:
     """``DOCKER_HOST`` when it is a ``unix://`` socket on which an engine answers, else None."""
-    host = (os.environ if env is None else env).get("DOCKER_HOST", "")
+    host = read_environment(env).get("DOCKER_HOST", "")
     if host.startswith("unix://") and ping(Path(host.removeprefix("unix://"))):
         return host
     return None
@@ -166,7 +187,7 @@ class _Daemon:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env={**read_environment(), **(env or {})},
         )
 
     def start(self) -> Self:

@@ -22,6 +22,7 @@ from homelab_release.overlay import (
     ImageEntry,
     OverlayEdit,
     apply_overlay_entries,
+    first_by_name,
     read_overlay_images,
 )
 from homelab_release.registry import image_exists
@@ -65,7 +66,7 @@ def promote_overlay(
     *,
     images: Collection[str] | None = None,
     dry_run: bool = False,
-    verify: bool = True,
+    verify: bool | None = None,
     credentials: RegistryCredentials | None = None,
     insecure_registries: Sequence[str] = (),
     exists: ExistsCheck | None = None,
@@ -74,11 +75,12 @@ def promote_overlay(
 
     ``images`` limits the promotion to those entry names. With ``verify``, every promoted reference
     must exist in its registry, else :class:`PromotionError` lists all that are missing and nothing
-    is written. ``dry_run`` computes the result and the diff and writes nothing. ``exists`` replaces
-    the registry check (a callable taking an image reference).
+    is written. ``dry_run`` computes the result and the diff and writes nothing; it asks nothing of
+    the registry unless ``verify=True`` is given (``verify`` defaults to ``not dry_run``).
+    ``exists`` replaces the registry check (a callable taking an image reference).
     """
     entries = _select(Path(source), images)
-    if verify:
+    if not dry_run if verify is None else verify:
         check = exists or _registry_check(credentials, insecure_registries)
         _verify(entries, check)
     edit = apply_overlay_entries(target, entries, dry_run=dry_run)
@@ -132,12 +134,11 @@ def _select(source: Path, names: Collection[str] | None) -> tuple[ImageEntry, ..
 
 def _first_per_name(source: Path, entries: tuple[ImageEntry, ...]) -> tuple[ImageEntry, ...]:
     """Each name's first entry: kustomize renders the source overlay with the first one."""
-    first: dict[str, ImageEntry] = {}
+    first = first_by_name(entries)
     for entry in entries:
-        if entry.name in first:
+        if entry is not first[entry.name]:
             what = (source, entry.name, first[entry.name].reference)
             log.warning("%s: several entries named %s; promoting the first, %s", *what)
-        first.setdefault(entry.name, entry)
     return tuple(first.values())
 
 

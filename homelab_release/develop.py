@@ -1,0 +1,411 @@
+"""The develop path: decide once what to build, build each service, publish them in one commit.
+
+:func:`build_develop` runs the three steps in one process: :func:`plan_develop` (which services
+changed, their images and entries; every problem that would stop a build is found here),
+:func:`build_service` for each (build and push the commit tag), and :func:`publish_develop`
+(write every successful build into the environment's overlay in one commit, never replacing an
+image of a later commit). ``plan`` is a dry run of the same path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from homelab_release import git
+from homelab_release.build import CREATED_LABEL, BuildDurations, build_image, build_request
+from homelab_release.changes import ChangeSet, detect_changes
+from homelab_release.config import Environment, ReleaseConfig, Service
+from homelab_release.engines.base import Engine
+from homelab_release.errors import ConfigError, ReleaseError
+from homelab_release.gitops import ManifestsRemote, Published, checkout, commit_message, publish
+from homelab_release.gitops import refresh as refresh_checkout
+from homelab_release.overlay import (
+    ImageEntry,
+    OverlayEdit,
+    apply_overlay_entries,
+    changed_entries,
+    first_by_name,
+    read_overlay_images,
+)
+from homelab_release.reports import RunReport, write_reports
+from homelab_release.workspace import Workspace
+
+__all__ = [
+    "DEFAULT_WORKERS",
+    "BuildDevelopResult",
+    "BuildTarget",
+    "DevelopPlan",
+    "ServiceBuild",
+    "build_develop",
+    "build_service",
+    "build_services",
+    "develop_entries",
+    "plan_develop",
+    "publish_develop",
+    "require_overlay",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WORKERS = 4
+
+
+@dataclass(frozen=True)
+class BuildTarget:
+    """One changed service to build: its sources, its image repository and its overlay entry."""
+
+    service: str
+    repository: str
+    context: str  # relative to the monorepo's root
+    dockerfile: str  # relative to the monorepo's root
+    entry_name: str
+
+
+@dataclass(frozen=True)
+class DevelopPlan:
+    """What a develop run builds, decided once: the change set, the image tag and the targets."""
+
+    environment: str
+    changes: ChangeSet
+    tag: str
+    targets: tuple[BuildTarget, ...] = ()
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """The names of the services to build."""
+        return tuple(target.service for target in self.targets)
+
+
+@dataclass(frozen=True)
+class ServiceBuild:
+    """The outcome for one changed service."""
+
+    service: str
+    repository: str
+    tag: str
+    ok: bool
+    digest: str = ""
+    error: str = ""
+    seconds: float = 0.0
+    durations: BuildDurations | None = None
+
+    @property
+    def reference(self) -> str:
+        """``repository:tag@digest`` of a successful build, else ''."""
+        return f"{self.repository}:{self.tag}@{self.digest}" if self.ok else ""
+
+
+@dataclass(frozen=True)
+class BuildDevelopResult:
+    """What ``build_develop`` did: the change set, each build, the overlay edit and the commit."""
+
+    environment: str
+    changes: ChangeSet
+    tag: str
+    builds: tuple[ServiceBuild, ...] = ()
+    edit: OverlayEdit | None = None
+    published: Published | None = None
+    reports: tuple[Path, ...] = field(default=())
+
+    @property
+    def failed(self) -> tuple[ServiceBuild, ...]:
+        """The builds that failed."""
+        return tuple(b for b in self.builds if not b.ok)
+
+    @property
+    def commit(self) -> str | None:
+        """The manifests commit, None when nothing was committed."""
+        return self.published.commit if self.published else None
+
+
+def build_develop(
+    repo: Path | str = ".",
+    *,
+    environment: str = "develop",
+    base: str | None = None,
+    head: str = "HEAD",
+    config: ReleaseConfig | None = None,
+    env: Mapping[str, str] | None = None,
+    workers: int = DEFAULT_WORKERS,
+    report_dir: Path | str | None = None,
+    engine: Engine | None = None,
+) -> BuildDevelopResult:
+    """Build the changed services and write their images into ``environment``'s overlay.
+
+    Images are built from the work tree, so ``head`` must be the checked-out commit and the
+    changed services' folders must have no uncommitted changes (a :class:`ReleaseError` says so).
+    Each built service's entry becomes ``repository:<tag>@<digest>``, where the tag is
+    ``CI_COMMIT_SHA`` (else the head commit); an entry that already holds a later commit's image
+    is kept. Failed builds are reported and leave their entries alone. The manifests branch and
+    the overlay are checked before anything is built. ``build.env`` and ``release-report.json``
+    go to ``report_dir`` (see :meth:`Workspace.report_folder`) on every exit, errors included.
+    """
+    ws = Workspace.open(repo, config, env)
+    folder = ws.report_folder(report_dir)
+    report = RunReport(environment)
+    try:
+        plan = plan_develop(ws, environment=environment, base=base, head=head)
+        report = replace(report, tag=plan.tag, changes=plan.changes, planned=plan.services)
+        if not plan.targets:
+            log.info("no service changed: nothing to build")
+            result = BuildDevelopResult(environment, plan.changes, plan.tag)
+        else:
+            remote = ws.remote()
+            with checkout(remote) as tree:
+                require_overlay(tree, ws.config.environment(environment), remote)
+                builds = build_services(ws, plan, workers=workers, engine=engine)
+                report = replace(report, builds=builds)
+                edit, published = publish_develop(ws, plan, builds, tree=tree, remote=remote)
+            result = BuildDevelopResult(
+                environment, plan.changes, plan.tag, builds, edit, published
+            )
+    except ReleaseError as err:
+        write_reports(folder, replace(report, error=str(err)))
+        raise
+    paths = write_reports(folder, replace(report, commit=result.commit))
+    return replace(result, reports=paths)
+
+
+# -- deciding ----------------------------------------------------------------------------------
+
+
+def plan_develop(
+    ws: Workspace, *, environment: str = "develop", base: str | None = None, head: str = "HEAD"
+) -> DevelopPlan:
+    """The changed services and everything a build of each needs, checked now.
+
+    The tag is ``CI_COMMIT_SHA``, else the head commit. (Every service's context folder and
+    Dockerfile were checked when the configuration was loaded.)
+    """
+    ws.config.environment(environment)
+    changes = detect_changes(ws.root, base=base, head=head, config=ws.config, env=ws.env)
+    tag = ws.context.commit_sha or changes.head
+    targets = tuple(_target(ws, ws.config.service(name)) for name in changes.services)
+    return DevelopPlan(environment, changes, tag, targets)
+
+
+def _target(ws: Workspace, service: Service) -> BuildTarget:
+    registry = ws.config.require_registry()
+    for key, relative, kind in (
+        ("context", service.context, "folder"),
+        ("dockerfile", service.dockerfile, "file"),
+    ):
+        path = ws.root / relative
+        if not (path.is_dir() if kind == "folder" else path.is_file()):
+            raise ConfigError(
+                f"{ws.config.where}: services.{service.name}.{key} = {relative!r}: no such {kind} "
+                f'in {ws.root}; fix the path or add [services.{service.name}] {key} = "..."'
+            )
+    return BuildTarget(
+        service=service.name,
+        repository=service.image_repository(registry),
+        context=service.context,
+        dockerfile=service.dockerfile,
+        entry_name=service.overlay_name(registry),
+    )
+
+
+# -- building ----------------------------------------------------------------------------------
+
+
+def build_services(
+    ws: Workspace,
+    plan: DevelopPlan,
+    *,
+    workers: int = DEFAULT_WORKERS,
+    engine: Engine | None = None,
+) -> tuple[ServiceBuild, ...]:
+    """Build and push every target of ``plan``, ``workers`` at a time, from the work tree."""
+    require_checked_out(ws, plan)
+    created = git.git(ws.root, "show", "-s", "--format=%cI", plan.changes.head).strip()
+    count = max(1, min(workers, len(plan.targets)))
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return tuple(
+            pool.map(
+                lambda t: build_service(ws, plan, t, engine=engine, created=created), plan.targets
+            )
+        )
+
+
+def require_checked_out(ws: Workspace, plan: DevelopPlan) -> None:
+    """Builds use the work tree: it must be the head commit, without local changes."""
+    checked_out = git.git(ws.root, "rev-parse", "HEAD").strip()
+    head = plan.changes.head
+    if checked_out != head:
+        raise ReleaseError(
+            f"build_develop builds the checked-out tree, but {ws.root} is at "
+            f"{checked_out[:12]}, not head {head[:12]}; check out {head[:12]} "
+            "first (git checkout), or leave head at HEAD"
+        )
+    contexts = sorted({target.context for target in plan.targets})
+    # Untracked files do not count: CI leaves caches and reports in the project folder.
+    status = ("status", "--porcelain", "--untracked-files=no", "--", *contexts)
+    dirty = git.git(ws.root, *status).strip()
+    if dirty:
+        raise ReleaseError(
+            f"uncommitted changes in {', '.join(contexts)} would be built into images tagged "
+            f"{head[:12]}:\n{dirty}\ncommit or stash them first"
+        )
+
+
+def build_service(
+    ws: Workspace,
+    plan: DevelopPlan,
+    target: BuildTarget,
+    *,
+    engine: Engine | None = None,
+    created: str = "",
+) -> ServiceBuild:
+    """Build one target and push its commit tag; a failure is returned, not raised.
+
+    ``latest`` is not pushed here: it follows the overlay once the entries are published.
+    ``created`` (the commit's time) makes a rebuild of the same commit the same image.
+    """
+    started = time.monotonic()
+    log.info("%s: building %s:%s", target.service, target.repository, plan.tag[:12])
+    try:
+        request = build_request(
+            context=ws.root / target.context,
+            dockerfile=ws.root / target.dockerfile,
+            repository=target.repository,
+            tags=[plan.tag],
+            labels={CREATED_LABEL: created} if created else None,
+            insecure_registries=ws.config.insecure_registries,
+        )
+        built = build_image(
+            request,
+            engine=engine,
+            credentials=ws.context.registry_credentials,
+            revision=plan.tag,
+            source=ws.context.project_url or None,
+            env=ws.env,
+        )
+    except ReleaseError as err:
+        log.error("%s: build failed: %s", target.service, err)  # noqa: TRY400 (expected failure)
+        return ServiceBuild(target.service, target.repository, plan.tag, ok=False, error=str(err))
+    seconds = time.monotonic() - started
+    log.info("%s: pushed %s@%s (%.1fs)", target.service, target.repository, built.digest, seconds)
+    return ServiceBuild(
+        target.service,
+        target.repository,
+        plan.tag,
+        ok=True,
+        digest=built.digest or "",
+        seconds=seconds,
+        durations=built.durations,
+    )
+
+
+# -- publishing --------------------------------------------------------------------------------
+
+
+def develop_entries(
+    ws: Workspace,
+    plan: DevelopPlan,
+    builds: Sequence[ServiceBuild],
+    current: Sequence[ImageEntry],
+) -> tuple[ImageEntry, ...]:
+    """The overlay entries a develop run writes: each successful build's ``repository:tag@digest``,
+    except where ``current`` (the overlay now) already holds an image of a later commit.
+
+    ``plan`` runs this with planned builds (no digest yet: the current one is kept in the dry run).
+    """
+    names = {target.service: target.entry_name for target in plan.targets}
+    now = first_by_name(current)
+    entries = []
+    for build in builds:
+        if not build.ok:
+            continue
+        name = names[build.service]
+        digest = build.digest or (now[name].digest if name in now else None)
+        entry = ImageEntry(name, new_name=build.repository, new_tag=build.tag, digest=digest)
+        if not _superseded(ws.root, entry, now.get(name)):
+            entries.append(entry)
+    return tuple(entries)
+
+
+def publish_develop(
+    ws: Workspace,
+    plan: DevelopPlan,
+    builds: Sequence[ServiceBuild],
+    *,
+    tree: Path | None = None,
+    remote: ManifestsRemote | None = None,
+) -> tuple[OverlayEdit | None, Published | None]:
+    """Write every successful build into the environment's overlay in one commit and push it.
+
+    ``tree`` is a checkout of the manifests branch (brought to the branch's tip first); without
+    one, a fresh checkout is made. A push that another pipeline beat is re-applied on the new tip.
+    """
+    if not any(build.ok for build in builds):
+        log.warning("no build succeeded: the %s overlay is left as it is", plan.environment)
+        return None, None
+    remote = remote or ws.remote()
+    if tree is None:
+        with checkout(remote) as fresh:
+            return _publish(ws, plan, builds, fresh, remote)
+    refresh_checkout(tree, remote)
+    return _publish(ws, plan, builds, tree, remote)
+
+
+def _publish(
+    ws: Workspace,
+    plan: DevelopPlan,
+    builds: Sequence[ServiceBuild],
+    tree: Path,
+    remote: ManifestsRemote,
+) -> tuple[OverlayEdit | None, Published | None]:
+    target = ws.config.environment(plan.environment)
+    require_overlay(tree, target, remote)
+
+    def apply(checkout_root: Path) -> OverlayEdit:
+        overlay = checkout_root / target.overlay
+        entries = develop_entries(ws, plan, builds, read_overlay_images(overlay))
+        return apply_overlay_entries(overlay, entries)
+
+    def message(edit: OverlayEdit) -> str:
+        written = changed_entries(edit.before, edit.after)
+        by_entry = {t.entry_name: t.service for t in plan.targets}
+        names = ", ".join(sorted(by_entry.get(e.name, e.name) for e in written))
+        body = "\n".join(f"{e.name}: {e.reference}" for e in written)
+        trailers = {"Source-Commit": plan.tag, "Pipeline": ws.context.pipeline_url}
+        return commit_message(f"{target.name}: update {names}", body, trailers)
+
+    edit, published = publish(tree, remote, apply, message, author=ws.config.author)
+    return edit, published
+
+
+def require_overlay(tree: Path, environment: Environment, remote: ManifestsRemote) -> None:
+    """The environment's overlay folder must exist on the manifests branch."""
+    folder = tree / environment.overlay
+    if not folder.is_dir():
+        raise ConfigError(
+            f"overlay {environment.overlay} of environment {environment.name} does not exist on "
+            f"branch {remote.branch} of {remote.shown}; create it or set "
+            f"environments.{environment.name}.overlay"
+        )
+
+
+def _superseded(root: Path, ours: ImageEntry, current: ImageEntry | None) -> bool:
+    """Whether the overlay already holds an image of a later commit than ours.
+
+    Pipelines can finish out of order; the image of a descendant commit is never replaced by
+    its ancestor's. A commit this clone cannot find is fetched; if it still cannot be compared,
+    ours is written (the pipeline that finished last wins).
+    """
+    theirs = current.new_tag if current else None
+    if not theirs or not ours.new_tag or theirs == ours.new_tag or not git.is_commit_sha(theirs):
+        return False
+    newer = git.is_ancestor(root, ours.new_tag, theirs)
+    if newer:
+        log.warning(
+            "%s: the overlay already has %s, built from a later commit; keeping it",
+            ours.name,
+            theirs[:12],
+        )
+    return newer

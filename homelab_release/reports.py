@@ -1,0 +1,121 @@
+"""The reports a develop run leaves for later jobs and for people.
+
+``build.env`` (GitLab's ``artifacts:reports:dotenv``: ``SERVICES``, ``FAILED_SERVICES``,
+``IMAGE_TAG``, ``MANIFESTS_COMMIT`` and ``<SERVICE>_IMAGE=repository:tag@digest``) and
+``release-report.json`` (the change set, each build with its phases, the commit, and the error
+when the run failed). They are written on every exit path, a failed run included, so that a job
+that uploads them ``when: always`` always has them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from homelab_release.dotenv import dotenv_key, format_dotenv
+from homelab_release.files import write_atomic
+
+if TYPE_CHECKING:
+    from homelab_release.changes import ChangeSet
+    from homelab_release.develop import ServiceBuild
+
+__all__ = ["DOTENV_NAME", "JSON_NAME", "RunReport", "write_reports"]
+
+DOTENV_NAME = "build.env"
+JSON_NAME = "release-report.json"
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What a develop run knows, complete or not: the reports are made from this.
+
+    ``planned`` names the services the run set out to build; those without a successful build
+    count as failed. ``error`` is the message of the error that ended the run early, if any.
+    """
+
+    environment: str
+    tag: str = ""
+    changes: ChangeSet | None = None
+    planned: tuple[str, ...] = ()
+    builds: tuple[ServiceBuild, ...] = ()
+    commit: str | None = None
+    error: str = ""
+
+    @property
+    def built(self) -> tuple[ServiceBuild, ...]:
+        return tuple(b for b in self.builds if b.ok)
+
+    @property
+    def failed(self) -> tuple[str, ...]:
+        """Services planned but not built (their build failed, or the run ended first)."""
+        done = {b.service for b in self.built}
+        return tuple(name for name in self.planned if name not in done)
+
+
+def write_reports(folder: Path, report: RunReport) -> tuple[Path, Path]:
+    """Write ``build.env`` and ``release-report.json`` into ``folder`` (created if need be)."""
+    dotenv = folder / DOTENV_NAME
+    data = folder / JSON_NAME
+    write_atomic(dotenv, format_dotenv(dotenv_values(report)))
+    write_atomic(data, json.dumps(report_data(report), indent=2) + "\n")
+    return dotenv, data
+
+
+def dotenv_values(report: RunReport) -> dict[str, str]:
+    """The dotenv report: ``SERVICES``, ``FAILED_SERVICES``, ``IMAGE_TAG``, ``MANIFESTS_COMMIT``
+    and ``<SERVICE>_IMAGE`` of every service built."""
+    values = {
+        "SERVICES": ",".join(b.service for b in report.built),
+        "FAILED_SERVICES": ",".join(report.failed),
+        "IMAGE_TAG": report.tag,
+        "MANIFESTS_COMMIT": report.commit or "",
+    }
+    values |= {dotenv_key(b.service): b.reference for b in report.built}
+    return values
+
+
+def report_data(report: RunReport) -> dict[str, object]:
+    """The JSON report: the change set, each build, the manifests commit and any error."""
+    return {
+        "environment": report.environment,
+        "tag": report.tag,
+        "changes": _changes(report.changes),
+        "builds": [_build(b) for b in report.builds],
+        "failed": list(report.failed),
+        "manifests_commit": report.commit,
+        "error": report.error or None,
+    }
+
+
+def _changes(changes: ChangeSet | None) -> dict[str, object] | None:
+    if changes is None:
+        return None
+    return {
+        "base": changes.base,
+        "head": changes.head,
+        "reason": changes.reason,
+        "services": list(changes.services),
+        "files": len(changes.files),
+    }
+
+
+def _build(build: ServiceBuild) -> dict[str, object]:
+    phases = build.durations
+    return {
+        "service": build.service,
+        "ok": build.ok,
+        "reference": build.reference,
+        "digest": build.digest,
+        "error": build.error,
+        "seconds": round(build.seconds, 2),
+        "phases": None
+        if phases is None
+        else {
+            "cache_pull": round(phases.cache_pull, 2),
+            "build": round(phases.build, 2),
+            "push": round(phases.push, 2),
+            "verify": round(phases.verify, 2),
+        },
+    }

@@ -1,0 +1,78 @@
+"""The monorepo a workflow runs on: its root, its configuration and its CI context, read once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from homelab_release import git
+from homelab_release.config import ReleaseConfig, load_config
+from homelab_release.context import CiContext
+from homelab_release.errors import ConfigError
+from homelab_release.gitops import ManifestsRemote
+
+__all__ = ["REPORT_FOLDER", "Workspace"]
+
+#: Where reports go outside CI when no folder is given: a folder of this name in the current one.
+REPORT_FOLDER = "homelab-release-reports"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The monorepo's root, its configuration and the context every step of a workflow shares.
+
+    ``env`` is the mapping the context was read from (None: the process environment); it is
+    passed on to the library functions so that they read exactly the same variables.
+    """
+
+    root: Path
+    config: ReleaseConfig
+    context: CiContext
+    env: Mapping[str, str] | None = field(default=None, repr=False)  # holds secrets
+
+    @classmethod
+    def open(
+        cls,
+        repo: Path | str = ".",
+        config: ReleaseConfig | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Workspace:
+        """Find the monorepo's root, read the context and load the configuration (unless given)."""
+        root = git.toplevel(repo)
+        context = CiContext.from_env(env)
+        return cls(root, config or load_config(root, context.variables), context, env)
+
+    def remote(self) -> ManifestsRemote:
+        """The manifests repository: ``manifests.url``, else ``CI_REPOSITORY_URL``, else the
+        monorepo's own remote."""
+        unset = self.config.unset_message("manifests.url")
+        if unset and not self.config.manifests_url:
+            raise ConfigError(unset)
+        url = (
+            self.config.manifests_url
+            or self.context.repository_url.secret
+            or _remote_url(self.root)
+        )
+        if not url:
+            raise ConfigError(
+                f"no manifests repository: set manifests.url in homelab-release.toml, or add a "
+                f"remote to {self.root} (git remote add origin URL)"
+            )
+        branch = self.config.manifests_branch
+        return ManifestsRemote.from_url(url, branch, self.context.git_credentials)
+
+    def report_folder(self, given: Path | str | None = None) -> Path:
+        """Where ``build.env`` and ``release-report.json`` go: ``given``, else ``CI_PROJECT_DIR``
+        (GitLab uploads artifacts from there), else :data:`REPORT_FOLDER` in the current folder."""
+        if given:
+            return Path(given)
+        if self.context.project_dir:
+            return Path(self.context.project_dir)
+        return Path.cwd() / REPORT_FOLDER
+
+
+def _remote_url(root: Path) -> str:
+    # TODO(merge): git.remote_url
+    remotes = git.git(root, "remote").split()
+    return git.git(root, "remote", "get-url", "origin").strip() if "origin" in remotes else ""
