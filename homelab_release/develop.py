@@ -24,6 +24,8 @@ from homelab_release.engines.base import Engine
 from homelab_release.errors import ConfigError, ReleaseError
 from homelab_release.gitops import ManifestsRemote, Published, checkout, commit_message, publish
 from homelab_release.gitops import refresh as refresh_checkout
+from homelab_release.images import ImageRef
+from homelab_release.latest import LatestMove, follow_overlay
 from homelab_release.overlay import (
     ImageEntry,
     OverlayEdit,
@@ -40,6 +42,7 @@ __all__ = [
     "BuildDevelopResult",
     "BuildTarget",
     "DevelopPlan",
+    "Publication",
     "ServiceBuild",
     "build_develop",
     "build_service",
@@ -110,6 +113,7 @@ class BuildDevelopResult:
     builds: tuple[ServiceBuild, ...] = ()
     edit: OverlayEdit | None = None
     published: Published | None = None
+    latest: tuple[LatestMove, ...] = ()
     reports: tuple[Path, ...] = field(default=())
 
     @property
@@ -160,14 +164,14 @@ def build_develop(
                 require_overlay(tree, ws.config.environment(environment), remote)
                 builds = build_services(ws, plan, workers=workers, engine=engine)
                 report = replace(report, builds=builds)
-                edit, published = publish_develop(ws, plan, builds, tree=tree, remote=remote)
+                done = publish_develop(ws, plan, builds, tree=tree, remote=remote)
             result = BuildDevelopResult(
-                environment, plan.changes, plan.tag, builds, edit, published
+                environment, plan.changes, plan.tag, builds, done.edit, done.published, done.latest
             )
     except ReleaseError as err:
         write_reports(folder, replace(report, error=str(err)))
         raise
-    paths = write_reports(folder, replace(report, commit=result.commit))
+    paths = write_reports(folder, replace(report, commit=result.commit, latest=result.latest))
     return replace(result, reports=paths)
 
 
@@ -329,6 +333,15 @@ def develop_entries(
     return tuple(entries)
 
 
+@dataclass(frozen=True)
+class Publication:
+    """What :func:`publish_develop` did: the overlay edit, the commit and where ``latest`` went."""
+
+    edit: OverlayEdit | None = None
+    published: Published | None = None
+    latest: tuple[LatestMove, ...] = ()
+
+
 def publish_develop(
     ws: Workspace,
     plan: DevelopPlan,
@@ -336,15 +349,16 @@ def publish_develop(
     *,
     tree: Path | None = None,
     remote: ManifestsRemote | None = None,
-) -> tuple[OverlayEdit | None, Published | None]:
-    """Write every successful build into the environment's overlay in one commit and push it.
+) -> Publication:
+    """Write every successful build into the environment's overlay in one commit and push it;
+    then move each built service's ``latest`` to what the overlay names at the branch's tip.
 
     ``tree`` is a checkout of the manifests branch (brought to the branch's tip first); without
     one, a fresh checkout is made. A push that another pipeline beat is re-applied on the new tip.
     """
     if not any(build.ok for build in builds):
         log.warning("no build succeeded: the %s overlay is left as it is", plan.environment)
-        return None, None
+        return Publication()
     remote = remote or ws.remote()
     if tree is None:
         with checkout(remote) as fresh:
@@ -359,7 +373,7 @@ def _publish(
     builds: Sequence[ServiceBuild],
     tree: Path,
     remote: ManifestsRemote,
-) -> tuple[OverlayEdit | None, Published | None]:
+) -> Publication:
     target = ws.config.environment(plan.environment)
     require_overlay(tree, target, remote)
 
@@ -377,7 +391,33 @@ def _publish(
         return commit_message(f"{target.name}: update {names}", body, trailers)
 
     edit, published = publish(tree, remote, apply, message, author=ws.config.author)
-    return edit, published
+    return Publication(edit, published, _follow_overlay(ws, plan, builds, tree, remote))
+
+
+def _follow_overlay(
+    ws: Workspace,
+    plan: DevelopPlan,
+    builds: Sequence[ServiceBuild],
+    tree: Path,
+    remote: ManifestsRemote,
+) -> tuple[LatestMove, ...]:
+    """Each built service's ``latest`` serves what the overlay names at the branch's tip."""
+    overlay = tree / ws.config.environment(plan.environment).overlay
+    built = {build.service for build in builds if build.ok}
+    targets = {
+        t.entry_name: ImageRef.parse(t.repository) for t in plan.targets if t.service in built
+    }
+
+    def read_tip() -> dict[str, ImageEntry]:
+        refresh_checkout(tree, remote)
+        return first_by_name(read_overlay_images(overlay))
+
+    return follow_overlay(
+        targets,
+        read_tip,
+        credentials=ws.context.registry_credentials,
+        insecure=ws.config.insecure_registries,
+    )
 
 
 def require_overlay(tree: Path, environment: Environment, remote: ManifestsRemote) -> None:
