@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from homelab_release import changes, git
+from homelab_release import changes, proc
 from homelab_release.changes import base_from_env, changed_files, detect_changes
 from homelab_release.config import load_config
 from homelab_release.errors import ConfigError, GitError
@@ -49,6 +50,12 @@ def branch_off(repo: GitRepo) -> tuple[str, str]:
 
 
 # -- which files changed ------------------------------------------------------------------
+
+
+def test_change_set_is_frozen() -> None:
+    change = changes.ChangeSet(None, "h", (), (), "why")
+    with pytest.raises(AttributeError):
+        change.reason = "other"  # type: ignore[misc]
 
 
 def test_changed_files_lists_additions_edits_and_deletions(seeded: GitRepo) -> None:
@@ -339,13 +346,13 @@ def test_missing_repository(tmp_path: Path) -> None:
 
 
 def test_bad_head_is_named(seeded: GitRepo) -> None:
-    with pytest.raises(GitError, match=r"head 'no-such-branch' does not name a commit"):
+    with pytest.raises(GitError, match=r"head 'no-such-branch' does not name a commit.* head="):
         detect(seeded, {}, head="no-such-branch")
 
 
 @pytest.mark.parametrize("base", ["no-such-branch", "f" * 40, "HEAD~5", "--output=/tmp/x"])
 def test_bad_base_is_named(seeded: GitRepo, base: str) -> None:
-    with pytest.raises(GitError, match=r"base '.*' does not name a commit"):
+    with pytest.raises(GitError, match=r"base '.*' does not name a commit.* as base="):
         detect(seeded, {}, base=base)
 
 
@@ -355,14 +362,26 @@ def test_bad_base_is_named(seeded: GitRepo, base: str) -> None:
 def git_commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The git subcommands detect_changes runs from now on (real git, only recorded)."""
     seen: list[str] = []
-    real = git.git
+    real = proc.attempt
 
-    def recording(repo: Path | str, *args: str, **kwargs: Any) -> str:
-        seen.append(args[0])
-        return real(repo, *args, **kwargs)
+    def recording(argv: Sequence[str], **kwargs: Any) -> proc.Completed:
+        if argv[0] == "git":
+            seen.append(subcommand(argv))
+        return real(argv, **kwargs)
 
-    monkeypatch.setattr(git, "git", recording)
+    monkeypatch.setattr(proc, "attempt", recording)
     return seen
+
+
+def subcommand(argv: Sequence[str]) -> str:
+    """``diff`` in ``git -C repo -c key=value diff ...``."""
+    args = iter(argv[1:])
+    for arg in args:
+        if arg in ("-C", "-c"):
+            next(args)
+        elif not arg.startswith("-"):
+            return arg
+    raise AssertionError(argv)
 
 
 @pytest.mark.parametrize("head", ["HEAD", "sha"])
@@ -375,7 +394,7 @@ def test_push_with_ci_commit_sha_takes_two_git_processes(
     env = {**push_env(before), "CI_COMMIT_SHA": after}
     change = detect(seeded, env, head=after if head == "sha" else "HEAD")
     assert (change.base, change.head, change.services) == (before, after, ("result",))
-    assert sorted(commands) == ["diff-tree", "rev-parse"]
+    assert sorted(commands) == ["diff", "rev-parse"]
     assert change == detect(seeded, push_env(before), head="HEAD")  # as without CI_COMMIT_SHA
 
 
@@ -420,7 +439,7 @@ def test_explicit_base_and_head_as_shas_on_forked_history(
     change = detect(seeded, {}, base=main, head=head)
     assert (change.base, change.head) == (fork, head)
     assert change.files == ("vote/app.py",)  # main's result change is not compared
-    assert sorted(commands) == ["diff-tree", "rev-parse"]
+    assert sorted(commands) == ["diff", "rev-parse"]
 
 
 def test_explicit_base_as_an_annotated_tag_object(seeded: GitRepo) -> None:
@@ -434,7 +453,7 @@ def test_explicit_base_as_an_annotated_tag_object(seeded: GitRepo) -> None:
 def test_explicit_base_with_two_merge_bases_uses_the_one_git_merge_base_picks(
     seeded: GitRepo,
 ) -> None:
-    """A criss-cross merge: ``git diff-tree --merge-base`` refuses, the careful path answers."""
+    """A criss-cross merge: ``git diff --merge-base`` refuses, the careful path answers."""
     fork = seeded.head()
     seeded.git("checkout", "-q", "-b", "feature")
     one = seeded.commit("feature", "vote/a.py")
