@@ -687,13 +687,13 @@ def ref_text(repo: Path, history: History, kind: str, index: int) -> str:
     if kind in ("tag", "tag-object") and tagged:
         name = f"t{tagged[index % len(tagged)]}"
         return name if kind == "tag" else run_git(repo, "rev-parse", name).strip()
-    texts = {
-        "sha": lambda: run_git(repo, "rev-parse", f"c{i}").strip(),
-        "branch": lambda: f"c{i}",
-        "missing-sha": lambda: f"{i:x}" * 40,
-        "missing": lambda: "no-such-ref",
-    }
-    return texts.get(kind, lambda: kind if kind.startswith("HEAD") else f"c{i}")()
+    if kind == "sha":
+        return run_git(repo, "rev-parse", f"c{i}").strip()
+    if kind == "missing-sha":
+        return f"{i:x}" * 40
+    if kind == "missing":
+        return "no-such-ref"
+    return kind if kind.startswith("HEAD") else f"c{i}"
 
 
 def outcome(repo: Path, base: str | None, head: str, pipeline: PipelineInfo) -> object:
