@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from homelab_release import proc
 from homelab_release.errors import GitError
@@ -24,6 +25,7 @@ __all__ = [
     "NETWORK_TIMEOUT",
     "SHA_PATTERN",
     "ZERO_SHA",
+    "GitOptions",
     "Pair",
     "Transport",
     "attempt",
@@ -82,36 +84,24 @@ _DIFF_NAMES = (
 )  # fmt: skip
 
 
-def git(
-    repo: Path | str,
-    *args: str,
-    env: Mapping[str, str] | None = None,
-    timeout: float = proc.DEFAULT_TIMEOUT,
-    secrets: Iterable[str | HiddenText] = (),
-    input_text: str | None = None,
-) -> str:
+class GitOptions(TypedDict, total=False):
+    """The keyword options of :func:`git` and :func:`attempt` (see :func:`proc.attempt`)."""
+
+    env: Mapping[str, str]  # added to the environment of the git process
+    timeout: float
+    secrets: Sequence[str | HiddenText]  # masked in every log line and error
+    input_text: str  # the git process's stdin
+
+
+def git(repo: Path | str, *args: str, **options: Unpack[GitOptions]) -> str:
     """Run ``git -C repo ARGS`` and return its stdout; :class:`CommandError` when it fails."""
-    return attempt(
-        repo, *args, env=env, timeout=timeout, secrets=secrets, input_text=input_text
-    ).check(secrets)
+    return attempt(repo, *args, **options).check(options.get("secrets", ()))
 
 
-def attempt(
-    repo: Path | str,
-    *args: str,
-    env: Mapping[str, str] | None = None,
-    timeout: float = proc.DEFAULT_TIMEOUT,
-    secrets: Iterable[str | HiddenText] = (),
-    input_text: str | None = None,
-) -> proc.Completed:
+def attempt(repo: Path | str, *args: str, **options: Unpack[GitOptions]) -> proc.Completed:
     """Run ``git -C repo ARGS`` and return what it did, whatever its exit code."""
-    return proc.attempt(
-        ("git", "-C", str(repo), *args),
-        env={**_NEUTRAL_ENV, **(env or {})},
-        timeout=timeout,
-        secrets=secrets,
-        input_text=input_text,
-    )
+    options["env"] = {**_NEUTRAL_ENV, **options.get("env", {})}
+    return proc.attempt(("git", "-C", str(repo), *args), **options)
 
 
 # -- names and commits -----------------------------------------------------------------------

@@ -16,11 +16,12 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from homelab_release.errors import CommandError, ReleaseError
 from homelab_release.secrets import HiddenText, redact
 
-__all__ = ["DEFAULT_TIMEOUT", "Completed", "attempt", "run"]
+__all__ = ["DEFAULT_TIMEOUT", "Completed", "RunOptions", "attempt", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -57,26 +58,25 @@ class Completed:
         return CommandError(self.argv, self.returncode, output, hint)
 
 
-def run(
-    argv: Sequence[str],
-    *,
-    cwd: Path | str | None = None,
-    env: Mapping[str, str] | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    input_text: str | None = None,
-    secrets: Iterable[str | HiddenText] = (),
-    hint: str = "",
-) -> str:
+class RunOptions(TypedDict, total=False):
+    """The keyword options of :func:`run`: those of :func:`attempt`."""
+
+    cwd: Path | str | None
+    env: Mapping[str, str] | None
+    timeout: float
+    input_text: str | None
+    secrets: Iterable[str | HiddenText]
+    hint: str
+
+
+def run(argv: Sequence[str], **options: Unpack[RunOptions]) -> str:
     """Run ``argv`` and return its stdout; raise :class:`CommandError` on a non-zero exit.
 
     ``env`` is added to the current environment. ``secrets`` are masked in every log line and
-    error message; URL credentials are always masked.
+    error message; URL credentials are always masked. The options are :func:`attempt`'s.
     """
-    secrets = tuple(secrets)
-    done = attempt(
-        argv, cwd=cwd, env=env, timeout=timeout, input_text=input_text, secrets=secrets, hint=hint
-    )
-    return done.check(secrets, hint)
+    secrets = options["secrets"] = tuple(options.get("secrets", ()))
+    return attempt(argv, **options).check(secrets, options.get("hint", ""))
 
 
 def attempt(
