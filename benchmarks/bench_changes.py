@@ -4,9 +4,10 @@ The repository is built with ``git fast-import``: SERVICES services x FILES file
 service, and a second commit that changes CHANGED files spread over half the services. The script
 reports the median wall time of ``detect_changes(base=first, head=second)``, of detect_changes in
 a push pipeline (head ``HEAD``, ``CI_COMMIT_BEFORE_SHA`` and ``CI_COMMIT_SHA`` set as GitLab sets
-them; once more without ``CI_COMMIT_SHA``) and of ``git diff --name-only first second`` on the same
-commits, run both through ``proc.run`` and as a bare ``subprocess.run``, and the ratios
-(target: <= 1.3).
+them; once more without ``CI_COMMIT_SHA``), of the one git command that lists the paths
+(``git.changed_files``: ``git diff --name-only -z`` with the user's configuration pinned off, split
+and sorted) and of ``git diff --name-only first second`` on the same commits, run both through
+``proc.run`` and as a bare ``subprocess.run``, and the ratios (target: <= 1.3).
 
     python benchmarks/bench_changes.py            # 500 x 200 files, 10,000 changed
     python benchmarks/bench_changes.py --quick    # 50 x 40 files, 500 changed (a smoke run)
@@ -153,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         def diff() -> object:
             return git.git(root, "diff", "--name-only", first, second)
 
+        def listing() -> object:
+            return git.changed_files(root, first, second)
+
         bare_argv = ("git", "-C", str(root), "diff", "--name-only", first, second)
 
         def bare_diff() -> object:
@@ -168,16 +172,23 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"detect_changes first call (compiles {shape.services * 3} globs): {cold * 1000:.1f} ms"
         )
-        actions = [bare_diff, diff, detect, detect_push, detect_push_without_sha]
-        bare, git_time, explicit, push, push_no_sha = interleaved_medians(actions, runs)
+        actions = [bare_diff, diff, listing, detect, detect_push, detect_push_without_sha]
+        bare, git_time, listed, explicit, push, push_no_sha = interleaved_medians(actions, runs)
         report(runs, [
             ("git diff --name-only (subprocess.run)", bare),
             ("git diff --name-only (proc.run)", git_time),
+            ("git.changed_files (pinned diff, sorted)", listed),
             ("detect_changes(base=first, head=second)", explicit),
             ("detect_changes push pipeline", push),
             ("detect_changes push, no CI_COMMIT_SHA", push_no_sha),
         ])  # fmt: skip
-        for label, value in (("explicit base", explicit), ("push pipeline", push)):
+        measured = (
+            ("changed_files", listed),
+            ("explicit base", explicit),
+            ("push pipeline", push),
+            ("push, no CI_COMMIT_SHA", push_no_sha),
+        )
+        for label, value in measured:
             print(
                 f"ratio, {label}: {value / git_time:.2f} against proc.run, "
                 f"{value / bare:.2f} against subprocess.run (target <= 1.30)"

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from homelab_release import changes, proc
-from homelab_release.changes import base_from_env, changed_files, detect_changes
+from homelab_release.changes import base_from_env, changed_files, detect_changes, pipeline_base
 from homelab_release.config import load_config
 from homelab_release.context import PipelineInfo
 from homelab_release.errors import ConfigError, GitError
@@ -249,6 +249,30 @@ def test_base_from_env_returns_sha_and_reason(seeded: GitRepo) -> None:
     sha, reason = base_from_env(seeded.path, head, push_env(before))
     assert sha == before
     assert "push pipeline" in reason
+
+
+def test_pipeline_base_takes_the_pipeline_read_already(seeded: GitRepo) -> None:
+    fork, head = branch_off(seeded)
+    pipeline = PipelineInfo(source="merge_request_event", merge_request_base=fork)
+    assert pipeline_base(seeded.path, head, pipeline) == (
+        fork,
+        f"merge request pipeline: compared CI_MERGE_REQUEST_DIFF_BASE_SHA {fork[:12]} with "
+        f"head {head[:12]}",
+    )
+    sha, reason = pipeline_base(seeded.path, head, PipelineInfo(), default_branch="main")
+    assert sha == fork
+    assert reason.startswith("outside CI: compared the merge base")
+
+
+def test_a_pipeline_given_wins_over_env(seeded: GitRepo) -> None:
+    before = seeded.head()
+    seeded.commit("vote", "vote/app.py")
+    seeded.commit("result", "result/app.py")
+    pipeline = PipelineInfo(in_gitlab=True, source="push", before_sha=before)
+    bogus_env = push_env("1234567890" * 4)  # would name a commit that exists nowhere
+    change = detect_changes(seeded.path, services=SERVICES, env=bogus_env, pipeline=pipeline)
+    assert change.base == before
+    assert change.services == ("result", "vote")
 
 
 # -- explicit base ------------------------------------------------------------------------
