@@ -61,7 +61,8 @@ ZERO_SHA = "0" * 40
 SHA_PATTERN = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 #: How deep :func:`is_ancestor` fetches a commit that is not in the clone.
 FETCH_DEPTH = 50
-#: Timeout of the operations that talk to a remote for the manifests (clone, push, fetch).
+#: Timeout of the remote operations that must not hold up a job: clone, push, their fetch and
+#: the fetch of :func:`is_ancestor` (a base commit or a deepening may take the default).
 NETWORK_TIMEOUT = 120.0
 
 # Git never prompts (a job has no terminal) and speaks English (its messages are parsed).
