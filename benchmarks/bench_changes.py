@@ -7,7 +7,8 @@ a push pipeline (head ``HEAD``, ``CI_COMMIT_BEFORE_SHA`` and ``CI_COMMIT_SHA`` s
 them; once more without ``CI_COMMIT_SHA``), of the one git command that lists the paths
 (``git.changed_files``: ``git diff --name-only -z`` with the user's configuration pinned off, split
 and sorted) and of ``git diff --name-only first second`` on the same commits, run both through
-``proc.run`` and as a bare ``subprocess.run``, and the ratios (target: <= 1.3).
+``proc.run`` and as a bare ``subprocess.run`` (beside it, as a bare ``subprocess.run`` too, the
+``git diff-tree`` that detect_changes used before), and the ratios (target: <= 1.3).
 
     python benchmarks/bench_changes.py            # 500 x 200 files, 10,000 changed
     python benchmarks/bench_changes.py --quick    # 50 x 40 files, 500 changed (a smoke run)
@@ -121,7 +122,7 @@ def interleaved_medians(actions: list[Callable[[], object]], runs: int) -> list[
 def report(runs: int, rows: list[tuple[str, float]]) -> None:
     """Print one line per measurement: label, median in milliseconds."""
     for label, seconds in rows:
-        print(f"{label:42s} median of {runs}: {seconds * 1000:5.1f} ms")
+        print(f"{label:46s} median of {runs}: {seconds * 1000:5.1f} ms")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,9 +159,13 @@ def main(argv: list[str] | None = None) -> int:
             return git.changed_files(root, first, second)
 
         bare_argv = ("git", "-C", str(root), "diff", "--name-only", first, second)
+        tree_argv = ("git", "-C", str(root), "diff-tree", "-r", "--no-renames", "--name-only", "-z")
 
         def bare_diff() -> object:
             return subprocess.run(bare_argv, capture_output=True, check=True)
+
+        def bare_diff_tree() -> object:  # the command detect_changes ran before (0.1.0)
+            return subprocess.run((*tree_argv, first, second), capture_output=True, check=True)
 
         start = time.perf_counter()
         result = detect_changes(root, base=first, head=second, services=services, env={})
@@ -172,10 +177,14 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"detect_changes first call (compiles {shape.services * 3} globs): {cold * 1000:.1f} ms"
         )
-        actions = [bare_diff, diff, listing, detect, detect_push, detect_push_without_sha]
-        bare, git_time, listed, explicit, push, push_no_sha = interleaved_medians(actions, runs)
+        actions = [
+            bare_diff, bare_diff_tree, diff, listing, detect, detect_push, detect_push_without_sha
+        ]  # fmt: skip
+        medians = interleaved_medians(actions, runs)
+        bare, tree, git_time, listed, explicit, push, push_no_sha = medians
         report(runs, [
             ("git diff --name-only (subprocess.run)", bare),
+            ("git diff-tree -r --name-only (subprocess.run)", tree),
             ("git diff --name-only (proc.run)", git_time),
             ("git.changed_files (pinned diff, sorted)", listed),
             ("detect_changes(base=first, head=second)", explicit),
