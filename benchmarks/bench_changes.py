@@ -98,10 +98,15 @@ def _commit(mark: str, message: str, parent: str | None, lines: Iterator[str]) -
 
 
 def build_repo(root: Path, shape: Shape) -> tuple[str, str]:
-    """Create the monorepo under ``root``; return the SHAs of its two commits."""
+    """Create the monorepo under ``root``; return the SHAs of its two commits.
+
+    The index holds the second commit, as in a checkout (a CI job's clone): some git commands
+    read it, and a 100,000-entry index takes time to read. The files themselves are not written.
+    """
     git.git(root, "init", "-q", "-b", "main")
     stream = "".join(fast_import_stream(shape, random.Random(42)))
     proc.run(("git", "-C", str(root), "fast-import", "--quiet"), input_text=stream)
+    git.git(root, "read-tree", "main")
     second = git.git(root, "rev-parse", "main").strip()
     first = git.git(root, "rev-parse", "main~1").strip()
     return first, second
