@@ -216,6 +216,7 @@ HOSTILE = {
     "core.quotePath": "true",
     "status.submoduleSummary": "true",
     "diff.submodule": "log",
+    "diff.shout.textconv": "false",  # every file's textconv program fails
 }
 
 
@@ -231,6 +232,7 @@ def test_changed_files_ignores_the_users_git_configuration(
 ) -> None:
     repo, before, after = submodule_history
     (repo.path / "order.txt").write_text("sub\nc\n")
+    (repo.path / ".git" / "info" / "attributes").write_text("* diff=shout\n")
     for key, value in HOSTILE.items():
         repo.git("config", key, value)
     assert git.changed_files(repo.path / "d", before, after) == EXPECTED
