@@ -126,7 +126,9 @@ def load_config(repo: Path | str = ".", env: Mapping[str, str] | None = None) ->
     root = Path(repo).resolve()
     env = read_environment(env)
     if not root.is_dir():
-        raise ConfigError(f"{root} is not a folder; pass the monorepo's root (--repo)")
+        raise ConfigError(
+            f"{root} is not a folder; pass the monorepo's root as repo=", parameter="repo"
+        )
     path = root / CONFIG_NAME
     if not path.is_file():
         return _build(root, None, {}, env)
