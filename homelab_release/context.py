@@ -77,6 +77,8 @@ class CiContext:
     git_credentials: GitCredentials | None = None
     registry_credentials: RegistryCredentials | None = None
     engine: str = ""  # HOMELAB_RELEASE_ENGINE
+    write_mode: str = ""  # HOMELAB_RELEASE_WRITE: push | merge-request, for every environment
+    signing_key: str = ""  # HOMELAB_RELEASE_SIGNING_KEY: a path (a GitLab file variable)
     docker: Mapping[str, str] = field(default_factory=dict, repr=False)
     variables: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -95,6 +97,8 @@ class CiContext:
             git_credentials=_git_credentials(env),
             registry_credentials=_registry_credentials(env),
             engine=env.get("HOMELAB_RELEASE_ENGINE", ""),
+            write_mode=env.get("HOMELAB_RELEASE_WRITE", ""),
+            signing_key=env.get("HOMELAB_RELEASE_SIGNING_KEY", ""),
             docker={name: env[name] for name in _DOCKER_VARIABLES if name in env},
             variables=env,
         )
@@ -103,6 +107,11 @@ class CiContext:
     def commit_sha(self) -> str:
         """``CI_COMMIT_SHA``: the commit the pipeline runs for (the image tag)."""
         return self.pipeline.commit_sha
+
+    @property
+    def commit_tag(self) -> str:
+        """``CI_COMMIT_TAG``: the tag of a tag pipeline ('' otherwise)."""
+        return self.pipeline.commit_tag
 
     @property
     def commit_branch(self) -> str:

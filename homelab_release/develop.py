@@ -160,6 +160,7 @@ def build_develop(
             result = BuildDevelopResult(environment, plan.changes, plan.tag)
         else:
             remote = ws.remote()
+            ws.check_writer(environment)  # a bad signing key fails before anything is built
             with checkout(remote) as tree:
                 require_overlay(tree, ws.config.environment(environment), remote)
                 builds = build_services(ws, plan, workers=workers, engine=engine)
@@ -391,7 +392,8 @@ def _publish(
         trailers = {"Source-Commit": plan.tag, "Pipeline": ws.context.pipeline_url}
         return commit_message(f"{target.name}: update {names}", body, trailers)
 
-    edit, published = publish(tree, remote, apply, message, author=ws.config.author)
+    with ws.writer(plan.environment) as writer:
+        edit, published = publish(tree, remote, apply, message, writer=writer)
     return Publication(edit, published, _follow_overlay(ws, plan, builds, tree, remote))
 
 
