@@ -316,7 +316,7 @@ def _push(
         return git.push_head(tree, branch, remote.transport, push_options=options, lease=lease)
     except CommandError as err:
         raise GitError(
-            f"push to {branch} of {remote.shown} failed: {_last_line(err.output)}; "
+            f"push to {branch} of {remote.shown} failed: {_last_line(err.output, err.returncode)}; "
             "check that the token (GITLAB_TOKEN) may push to that branch"
         ) from None
 
@@ -326,5 +326,7 @@ def refresh(tree: Path, remote: ManifestsRemote) -> None:
     git.reset_to_fetched(tree, remote.branch, remote.transport)
 
 
-def _last_line(output: str) -> str:
-    return output.strip().splitlines()[-1] if output.strip() else "no output"
+def _last_line(output: str, returncode: int | None = None) -> str:
+    if output.strip():
+        return output.strip().splitlines()[-1]
+    return f"git exited with {returncode} and no output" if returncode is not None else "no output"

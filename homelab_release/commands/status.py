@@ -48,6 +48,8 @@ def render(status: Status) -> str:
             )
     lines = [table(("ENVIRONMENT", "SERVICE", "TAG", "DIGEST", "COMMIT", "AGE"), rows)]
     for environment in status.environments:
+        if environment.version:
+            lines.append(f"{environment.name} runs version {environment.version}")
         if environment.problem:
             lines.append(f"{environment.name}: {environment.problem}")
         if environment.behind:
