@@ -46,6 +46,24 @@ def promote(session: nox.Session) -> None:
     _release(session, "promote")
 
 
+@nox.session(default=False, tags=["ci"])
+def release(session: nox.Session) -> None:
+    """Tag the images the source environment runs with this tag's version; write the target."""
+    _release(session, "release")
+
+
+@nox.session(default=False, tags=["ci"])
+def rollback(session: nox.Session) -> None:
+    """Write an earlier state of an environment's overlay back: -- --env ENV --to COMMIT."""
+    _release(session, "rollback")
+
+
+@nox.session(default=False)
+def history(session: nox.Session) -> None:
+    """List the earlier states of an environment's overlay: -- --env ENV [--json]."""
+    _release(session, "history")
+
+
 @nox.session(default=False)
 def plan(session: nox.Session) -> None:
     """Show what build_develop and promote would do, changing nothing."""

@@ -20,7 +20,7 @@ from homelab_release.demo.example import ExampleRepos, create_example_repos
 from homelab_release.demo.sandbox import DockerEngine, LocalRegistry
 from homelab_release.git import git
 from homelab_release.images import ImageRef
-from homelab_release.registry import image_exists
+from homelab_release.registry import image_exists, manifest_digest
 from tests.githttp import git_http_server
 from tests.gitlabci import (
     VERSION,
@@ -44,7 +44,7 @@ pytestmark = pytest.mark.gitlab
 TOKEN = "glpat-TemplateTest-Tok3n"
 JOB_TOKEN = "jobtok-TemplateTest-J0b"
 BRANCH = "k8s-manifests"
-WRITERS = ("build_develop", "promote")
+WRITERS = ("build_develop", "promote", "release", "rollback")
 # A job of the including pipeline that reads build_develop's dotenv report.
 SHOW_IMAGES = """
 show_images:
@@ -112,10 +112,26 @@ RENAMED = SOURCE | {"develop_branch": "main", "promote_branches": "/^(stage|prod
         pytest.param(
             {},
             {"CI_COMMIT_BRANCH": "stage", "CI_PIPELINE_SOURCE": "web"},
-            {"promote"},
+            {"promote", "rollback"},  # rollback: manual, in "Run pipeline" pipelines
             id="web-stage",
         ),
-        pytest.param(RENAMED, {"CI_COMMIT_BRANCH": "main"}, {"build_develop"}, id="inputs-main"),
+        pytest.param(
+            {}, {"CI_COMMIT_BRANCH": "", "CI_COMMIT_TAG": "v1.4.0"}, {"release"}, id="tag"
+        ),
+        pytest.param(
+            {}, {"CI_COMMIT_BRANCH": "", "CI_COMMIT_TAG": "v1.4.0rc1"}, {"release"}, id="tag-rc"
+        ),
+        pytest.param({}, {"CI_COMMIT_BRANCH": "", "CI_COMMIT_TAG": "v1.4"}, set(), id="tag-short"),
+        pytest.param({}, {"CI_COMMIT_BRANCH": "", "CI_COMMIT_TAG": "1.4.0"}, set(), id="tag-no-v"),
+        pytest.param(
+            SOURCE | {"release_tags": "/^release-/"},
+            {"CI_COMMIT_BRANCH": "", "CI_COMMIT_TAG": "release-7"},
+            {"release"},
+            id="inputs-tags",
+        ),
+        pytest.param(
+            RENAMED, {"CI_COMMIT_BRANCH": "main"}, {"build_develop", "rollback"}, id="inputs-main"
+        ),
         pytest.param(RENAMED, {"CI_COMMIT_BRANCH": "prod"}, {"promote"}, id="inputs-prod"),
         pytest.param(RENAMED, {"CI_COMMIT_BRANCH": "develop"}, set(), id="inputs-develop"),
     ],
@@ -125,8 +141,9 @@ def test_jobs_run_on_their_branches(
 ) -> None:
     install_templates(project, SOURCE | inputs)
     jobs = list_jobs(project, pipeline)
-    assert set(jobs) == {"build_develop", "promote", "plan"}
+    assert set(jobs) == {"build_develop", "promote", "plan", "release", "rollback"}
     assert {name for name, when in jobs.items() if when != "never"} == runs
+    assert jobs["rollback"] in ("manual", "never"), "a rollback never runs by itself"
 
 
 def test_defaults_target_gitlab_with_docker_in_docker(project: Path) -> None:
@@ -149,10 +166,17 @@ def test_defaults_target_gitlab_with_docker_in_docker(project: Path) -> None:
     assert set(build["artifacts"]["paths"]) == {"build.env", "release-report.json"}
     assert {config[job]["resource_group"] for job in WRITERS} == {"manifests"}
     assert "resource_group" not in config["plan"], "plan writes nothing: it need not wait"
-    for job in ("build_develop", "promote", "plan"):
+    for job in ("build_develop", "promote", "plan", "release", "rollback"):
         (command,) = config[job]["script"]
         assert f"-s {job} " in command
         assert '-- --repo "$CI_PROJECT_DIR"' in command
+    assert config["rollback"]["rules"][0]["when"] == "manual"
+    assert config["rollback"]["variables"] == {
+        "ROLLBACK_ENV": "",
+        "ROLLBACK_TO": "",
+        "ROLLBACK_STEPS": "",
+    }
+    assert config[".homelab-release"]["variables"]["HOMELAB_RELEASE_WRITE"] == ""
 
 
 def test_project_include_reads_like_the_local_one(project: Path) -> None:
@@ -199,6 +223,8 @@ class Flow:
     manifests: tuple[str, str, str]  # k8s-manifests before, after develop, after stage
     develop: PipelineRun
     stage: PipelineRun
+    release: PipelineRun  # a tag pipeline: v1.0.0
+    released: str  # k8s-manifests after the release
     registry: LocalRegistry
     manifests_url: str  # served over HTTP, Basic auth oauth2:TOKEN
 
@@ -254,8 +280,22 @@ def flow(
         after_develop = _tip(repos)
         git(repos.work, "checkout", "--quiet", "-b", "stage")
         stage = run_pipeline(repos.work, variables=variables)
-    manifests = (tip, after_develop, _tip(repos))
-    return Flow(repos, change, manifests, develop, stage, registry, f"{url}/remote.git")
+        after_stage = _tip(repos)
+        git(repos.work, "tag", "v1.0.0")
+        git(repos.work, "checkout", "--quiet", "--detach", "v1.0.0")  # as a tag pipeline has it
+        release = run_pipeline(repos.work, variables=variables | {"CI_COMMIT_TAG": "v1.0.0"})
+    manifests = (tip, after_develop, after_stage)
+    return Flow(
+        repos,
+        change,
+        manifests,
+        develop,
+        stage,
+        release,
+        _tip(repos),
+        registry,
+        f"{url}/remote.git",
+    )
 
 
 def _tip(repos: ExampleRepos) -> str:
@@ -322,12 +362,29 @@ def test_stage_pipeline_promotes_the_develop_images(flow: Flow) -> None:
     assert "[skip ci]" in git(flow.repos.remote, "log", "-1", "--format=%B", commit)
 
 
+def test_tag_pipeline_releases_stage_images_to_prod(flow: Flow) -> None:
+    assert flow.release.ok, flow.release.output
+    assert _started(flow.release) == {"release"}
+    (commit,) = flow.commits(flow.manifests[2], flow.released)
+    (entry,) = flow.overlay(commit, "prod")["images"]
+    (stage,) = flow.overlay(commit, "stage")["images"]
+    assert (entry["name"], entry["newTag"], entry["digest"]) == ("vote", "1.0.0", stage["digest"])
+    repository = ImageRef.parse(f"{flow.registry.address}/homelab/vote")
+    assert (
+        manifest_digest(repository.with_tag("1.0.0"), flow.registry.credentials) == stage["digest"]
+    )
+    message = git(flow.repos.remote, "log", "-1", "--format=%B", commit)
+    assert "prod: release 1.0.0 [skip ci]" in message
+    assert "Release-Tag: v1.0.0" in message
+    assert "release 1.0.0 to prod, images of stage:" in flow.release.stdout
+
+
 def test_pushes_use_gitlab_token_and_no_secret_is_shown(flow: Flow) -> None:
     # The server accepts only oauth2:TOKEN: a commit there means GITLAB_TOKEN won over the job token.
     assert f"to {BRANCH} of {flow.manifests_url}" in flow.develop.output
     assert len(flow.commits(flow.manifests[0], flow.manifests[2])) == 2
     secrets = (TOKEN, JOB_TOKEN, flow.registry.credentials.password.secret)
-    texts = [flow.develop.output, flow.stage.output]
+    texts = [flow.develop.output, flow.stage.output, flow.release.output]
     written = [flow.repos.work / "build.env", flow.repos.work / "release-report.json"]
     written += sorted((flow.repos.work / ".gitlab-ci-local" / "output").glob("*.log"))
     texts += [path.read_text(encoding="utf-8") for path in written]
