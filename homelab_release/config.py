@@ -20,6 +20,15 @@ from homelab_release.dotenv import dotenv_key
 from homelab_release.errors import ConfigError
 from homelab_release.gitops import DEFAULT_AUTHOR
 
+__all__ = [
+    "CONFIG_NAME",
+    "DEFAULT_MANIFESTS_BRANCH",
+    "Environment",
+    "ReleaseConfig",
+    "Service",
+    "load_config",
+]
+
 CONFIG_NAME = "homelab-release.toml"
 DEFAULT_MANIFESTS_BRANCH = "k8s-manifests"
 

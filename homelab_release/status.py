@@ -19,6 +19,15 @@ from homelab_release.gitops import checkout
 from homelab_release.overlay import ImageEntry, first_by_name, read_overlay_images
 from homelab_release.workspace import Workspace
 
+__all__ = [
+    "EnvironmentStatus",
+    "ServiceImage",
+    "Status",
+    "age",
+    "environment_status",
+    "status_data",
+]
+
 
 @dataclass(frozen=True)
 class ServiceImage:
