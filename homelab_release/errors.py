@@ -7,6 +7,19 @@ token or a password (see :mod:`homelab_release.secrets`).
 
 from __future__ import annotations
 
+__all__ = [
+    "BuildError",
+    "CommandError",
+    "ConfigError",
+    "GitError",
+    "ImageRefError",
+    "OverlayError",
+    "PromotionError",
+    "PushError",
+    "RegistryError",
+    "ReleaseError",
+]
+
 
 class ReleaseError(Exception):
     """Base of every error homelab-release raises on purpose.

@@ -10,6 +10,8 @@ from homelab_release.commands._common import add_repo_option, short, table
 from homelab_release.history import DEFAULT_LIMIT, History, history, history_data
 from homelab_release.status import age
 
+__all__ = ["register", "render", "run"]
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(

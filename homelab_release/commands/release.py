@@ -10,6 +10,8 @@ from homelab_release.context import CiContext
 from homelab_release.releases import ReleaseResult, release
 from homelab_release.versions import PEP440_NOTE
 
+__all__ = ["register", "run", "summary"]
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
