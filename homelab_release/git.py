@@ -14,9 +14,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TypedDict, Unpack
 
-import git as gitpython
 from packaging.version import InvalidVersion, Version
 
 from homelab_release import proc
@@ -500,6 +500,19 @@ def require_git(minimum: str, feature: str, found: Version | None = None) -> Non
 # -- history (GitPython) ---------------------------------------------------------------------
 
 
+def _gitpython() -> ModuleType:
+    """GitPython, imported when first needed: its import fails without git on PATH, and the
+    package must import (and say what is missing) on such a machine too."""
+    try:
+        import git as gitpython  # noqa: PLC0415
+    except ImportError as err:
+        raise GitError(
+            f"Cannot find command 'git' (GitPython: {str(err).splitlines()[0]}): is it installed "
+            "and on PATH?"
+        ) from None
+    return gitpython
+
+
 @dataclass(frozen=True)
 class Revision:
     """One commit that changed a folder: its SHA, committer time (unix), message and the text
@@ -526,6 +539,7 @@ def file_history(
     its branch are not states the branch ever had. The history stops where a shallow clone does.
     Every git process GitPython starts ends before this returns.
     """
+    gitpython = _gitpython()
     found = []
     with gitpython.Repo(repo) as handle:
         commits = handle.iter_commits(rev, paths=folder, max_count=max_count, first_parent=True)

@@ -209,7 +209,7 @@ def rollback(
         ws.check_writer(target.name)
     remote = ws.remote()
     with checkout(remote, history=True) as tree:
-        states = read_states(tree, target)
+        states = read_states(tree, target, limit=steps + 1 if steps and steps > 0 else None)
         state = choose_state(states, environment=target.name, to=to, steps=steps)
         current = states[0]
         entries = _restorable(state, target.name)

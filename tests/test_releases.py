@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -321,3 +322,69 @@ def test_promote_refuses_an_environment_that_takes_releases(released: Released) 
     box = released.box
     with pytest.raises(PromotionError, match="takes versioned releases"):
         promote(box.repos.work, to="prod", env=env_of(box))
+
+
+def test_a_signed_release_verifies(released: Released, tmp_path: Path) -> None:
+    box = released.box
+    key = tmp_path / "signing"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    env = env_of(box, CI_COMMIT_TAG="v1.0.1", HOMELAB_RELEASE_SIGNING_KEY=str(key))
+    result = release(box.repos.work, env=env)
+    assert result.commit is not None
+    signers = tmp_path / "allowed_signers"
+    public = key.with_suffix(".pub").read_text().strip()
+    signers.write_text(f'homelab-release@localhost namespaces="git" {public}\n')
+    done = subprocess.run(
+        ["git", "-C", str(box.repos.remote), "-c", f"gpg.ssh.allowedSignersFile={signers}",
+         "verify-commit", result.commit],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert list(tmp_path.glob("homelab-release-signing-*")) == []
+
+
+def test_a_missing_signing_key_stops_everything_first(released: Released) -> None:
+    box = released.box
+    before = tip(box)
+    env = env_of(box, CI_COMMIT_TAG="v1.0.2", HOMELAB_RELEASE_SIGNING_KEY="/nonexistent/key")
+    with pytest.raises(
+        ConfigError, match="HOMELAB_RELEASE_SIGNING_KEY = '/nonexistent/key': no such"
+    ):
+        release(box.repos.work, env=env)
+    assert tag_digest(box, overlay(box, "stage")["vote"], "1.0.2") is None
+    script = box.repos.work / "worker" / "app.sh"
+    script.write_text(script.read_text() + "# signed?\n")
+    parent = box.repos.head()
+    head = box.repos.commit("worker: change", "worker/app.sh")
+    with pytest.raises(ConfigError, match="no such file"):
+        build_develop(
+            box.repos.work,
+            env={**box.pipeline_env(branch="develop", before=parent, sha=head),
+                 "HOMELAB_RELEASE_SIGNING_KEY": "/nonexistent/key"},
+        )  # fmt: skip
+    worker = ImageRef.parse(f"{box.registry.address}/homelab/worker").with_tag(head)
+    assert manifest_digest(worker, box.registry.credentials) is None, "nothing was built"
+    assert tip(box) == before
+
+
+def test_rollback_in_merge_request_mode_pushes_a_branch(
+    rollback_box: tuple[Sandbox, list[str]],
+) -> None:
+    box, commits = rollback_box
+    git(box.repos.remote, "config", "receive.advertisePushOptions", "true")
+    latest = tag_digest(box, overlay(box, "develop")["vote"], "latest")
+    result = rollback(
+        box.repos.work,
+        environment="develop",
+        steps=1,
+        env=env_of(box, HOMELAB_RELEASE_WRITE="merge-request"),
+    )
+    assert result.published is not None
+    assert result.published.merge_request
+    assert result.published.branch == "homelab-release/develop"
+    assert tip(box) == commits[2], "the manifests branch waits for the merge request"
+    proposed = git(box.repos.remote, "rev-parse", "homelab-release/develop").strip()
+    assert proposed == result.commit
+    assert overlay(box, "develop", proposed) == overlay(box, "develop", commits[1])
+    assert result.latest == ()
+    assert tag_digest(box, overlay(box, "develop")["vote"], "latest") == latest, "not merged yet"
