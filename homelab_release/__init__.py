@@ -2,8 +2,9 @@
 
 The four workhorses are :func:`detect_changes`, :func:`build_image`, :func:`set_overlay_image`
 and :func:`promote_overlay`; :func:`build_develop`, :func:`promote` and :func:`plan` compose them
-into the workflows that the Nox sessions run, and :func:`environment_status` reads what each
-environment runs. Every error raised on purpose is a :class:`ReleaseError`.
+into the workflows that the Nox sessions run, :func:`release`, :func:`history` and
+:func:`rollback` move released versions and earlier states, and :func:`environment_status` reads
+what each environment runs. Every error raised on purpose is a :class:`ReleaseError`.
 """
 
 from homelab_release.build import (
@@ -31,11 +32,21 @@ from homelab_release.errors import (
     ReleaseError,
 )
 from homelab_release.gitops import Published
+from homelab_release.history import (
+    History,
+    OverlayState,
+    RollbackError,
+    RollbackResult,
+    history,
+    rollback,
+)
 from homelab_release.images import KEEP, ImageSpec
 from homelab_release.overlay import ImageEntry, OverlayEdit, set_overlay_image
 from homelab_release.promotion import PromotedImage, Promotion, promote_overlay
+from homelab_release.releases import ReleasedImage, ReleaseResult, release
 from homelab_release.secrets import RegistryCredentials
 from homelab_release.status import EnvironmentStatus, ServiceImage, Status, environment_status
+from homelab_release.versions import ReleaseVersion, VersionError, VersionPolicy
 from homelab_release.workflows import (
     Plan,
     PlannedPromotion,
@@ -60,11 +71,13 @@ __all__ = [
     "Environment",
     "EnvironmentStatus",
     "GitError",
+    "History",
     "ImageEntry",
     "ImageRefError",
     "ImageSpec",
     "OverlayEdit",
     "OverlayError",
+    "OverlayState",
     "PipelineInfo",
     "Plan",
     "PlannedPromotion",
@@ -78,18 +91,28 @@ __all__ = [
     "RegistryError",
     "ReleaseConfig",
     "ReleaseError",
+    "ReleaseResult",
+    "ReleaseVersion",
+    "ReleasedImage",
+    "RollbackError",
+    "RollbackResult",
     "Service",
     "ServiceBuild",
     "ServiceImage",
     "Status",
+    "VersionError",
+    "VersionPolicy",
     "build_develop",
     "build_image",
     "build_request",
     "detect_changes",
     "environment_status",
+    "history",
     "load_config",
     "plan",
     "promote",
     "promote_overlay",
+    "release",
+    "rollback",
     "set_overlay_image",
 ]
