@@ -6,6 +6,7 @@ One module-scoped pipeline history is shared by the read-only checks: develop is
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -33,9 +34,20 @@ from homelab_release.workflows import build_develop, promote
 BRANCH = "k8s-manifests"
 
 
+def images_of(box: Sandbox) -> str:
+    """A registry prefix of this box's own: the session registry is shared, and a release tag
+    (1.0.0) of another test's images must not meet this one's."""
+    return f"{box.registry.address}/rel-{hashlib.sha256(str(box.folder).encode()).hexdigest()[:10]}"
+
+
+def pipeline_env(box: Sandbox, *, before: str, sha: str) -> dict[str, str]:
+    env = box.pipeline_env(branch="develop", before=before, sha=sha)
+    return {**env, "CI_REGISTRY_IMAGE": images_of(box)}
+
+
 def env_of(box: Sandbox, **extra: str) -> dict[str, str]:
     sha = box.repos.head()
-    return {**box.pipeline_env(branch="develop", before=sha, sha=sha), **extra}
+    return {**pipeline_env(box, before=sha, sha=sha), **extra}
 
 
 def tip(box: Sandbox) -> str:
@@ -59,7 +71,7 @@ def tag_digest(box: Sandbox, entry: ImageEntry, tag: str) -> str | None:
 
 def build(box: Sandbox, before: str) -> None:
     result = build_develop(
-        box.repos.work, env=box.pipeline_env(branch="develop", before=before, sha=box.repos.head())
+        box.repos.work, env=pipeline_env(box, before=before, sha=box.repos.head())
     )
     assert all(b.ok for b in result.builds)
 
@@ -212,7 +224,7 @@ def test_a_refused_retag_stops_before_the_commit_and_names_the_tags_made(
             release(
                 box.repos.work,
                 tag="v1.1.0",
-                env=env_of(box, CI_REGISTRY_IMAGE=f"{box.registry.address}/homelab"),
+                env=env_of(box),
             )
     message = str(refused.value)
     assert "release 1.1.0 stopped, nothing was committed" in message
@@ -359,10 +371,10 @@ def test_a_missing_signing_key_stops_everything_first(released: Released) -> Non
     with pytest.raises(ConfigError, match="no such file"):
         build_develop(
             box.repos.work,
-            env={**box.pipeline_env(branch="develop", before=parent, sha=head),
+            env={**pipeline_env(box, before=parent, sha=head),
                  "HOMELAB_RELEASE_SIGNING_KEY": "/nonexistent/key"},
         )  # fmt: skip
-    worker = ImageRef.parse(f"{box.registry.address}/homelab/worker").with_tag(head)
+    worker = ImageRef.parse(f"{images_of(box)}/worker").with_tag(head)
     assert manifest_digest(worker, box.registry.credentials) is None, "nothing was built"
     assert tip(box) == before
 

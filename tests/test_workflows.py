@@ -389,7 +389,8 @@ def test_workflows_read_only_the_env_they_are_given(
     box: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The process environment holds wrong credentials and another engine: env= alone counts."""
-    env = push_env(box, ZERO_SHA)
+    # images of their own: the release tag 1.0.0 of the shared registry's homelab/* is another's
+    env = {**push_env(box, ZERO_SHA), "CI_REGISTRY_IMAGE": f"{box.registry.address}/env-only"}
     wrong = {
         "DOCKER_HOST": "unix:///nonexistent/docker.sock",
         "CI_REGISTRY_USER": "nobody",
@@ -402,7 +403,7 @@ def test_workflows_read_only_the_env_they_are_given(
     for key, value in wrong.items():
         monkeypatch.setenv(key, value)
     planned = plan(box.repos.work, env=env)
-    assert planned.references[0].startswith(f"{box.registry.address}/homelab/")
+    assert planned.references[0].startswith(f"{box.registry.address}/env-only/")
     built = build_develop(box.repos.work, env=env)
     assert built.commit is not None
     assert all(b.ok for b in built.builds)
