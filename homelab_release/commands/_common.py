@@ -1,4 +1,4 @@
-"""Helpers shared by the subcommands: the ``--repo`` option and plain-text tables."""
+"""Helpers shared by the subcommands: the ``--repo`` and engine options, plain-text tables."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TextIO
 
+__all__ = ["add_engine_options", "add_repo_option", "section", "short", "table"]
+
 
 def add_repo_option(parser: argparse.ArgumentParser) -> None:
     """``--repo PATH``: the monorepo checkout (default ``$CI_PROJECT_DIR``, else the current folder)."""
@@ -16,6 +18,22 @@ def add_repo_option(parser: argparse.ArgumentParser) -> None:
         "--repo",
         default=os.environ.get("CI_PROJECT_DIR") or ".",
         help="the monorepo checkout (default: $CI_PROJECT_DIR, else the current folder)",
+    )
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """``--engine`` and ``--cache-repo``: which engine builds, and buildah's cache repository."""
+    parser.add_argument(
+        "--engine",
+        choices=("docker", "buildah", "auto"),
+        help="build engine (default: [build] engine in homelab-release.toml, else "
+        "$HOMELAB_RELEASE_ENGINE, else auto: docker when an engine answers, else buildah)",
+    )
+    parser.add_argument(
+        "--cache-repo",
+        metavar="REPOSITORY",
+        help="repository buildah reads and writes every layer of every stage to (default: "
+        '[build] cache_repo, else <registry.repository>/cache; "" for none)',
     )
 
 
