@@ -10,7 +10,7 @@ import pytest
 
 from tests.gitrepo import GitRepo
 
-pytest_plugins = ["tests.infra"]
+pytest_plugins = ["tests.infra", "tests.buildahinfra"]
 
 
 @pytest.fixture

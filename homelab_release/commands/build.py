@@ -7,6 +7,8 @@ import argparse
 from homelab_release.build import build_image
 from homelab_release.commands._common import add_engine_options
 
+__all__ = ["register", "run"]
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(

@@ -68,6 +68,7 @@ __all__ = [
     "BuildahInfo",
     "parse_version",
     "platform_args",
+    "unsupported_features",
 ]
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,24 @@ def parse_version(output: str) -> Version:
         return Version(match["version"].split("-", 1)[0]) if match else Version("")
     except InvalidVersion:
         raise BuildError(f"cannot read the buildah version from {output.strip()[:200]!r}") from None
+
+
+def unsupported_features(dockerfile: str, version: Version) -> tuple[str, ...]:
+    """The features of ``dockerfile`` (its text) that buildah ``version`` cannot build, each
+    with the version that can (:data:`FEATURES`).
+
+    >>> unsupported_features("FROM x\\nRUN --network=none true", Version("1.28.2"))
+    ('RUN --network (needs buildah 1.30.0 or later)',)
+    """
+    found: list[str] = []
+    for line in instructions(dockerfile):
+        for pattern, feature, since in FEATURES:
+            if pattern.search(line) and (since is None or version < since):
+                needs = f"buildah {since} or later" if since else "BuildKit; no buildah has it"
+                entry = f"{feature} (needs {needs})"
+                if entry not in found:
+                    found.append(entry)
+    return tuple(found)
 
 
 def platform_args(target: str) -> dict[str, str]:
@@ -227,16 +246,7 @@ class BuildahBuilder:
     # -- the Engine interface --------------------------------------------------------------------
 
     def unsupported(self, dockerfile: str) -> tuple[str, ...]:
-        version = self.info().version
-        found: list[str] = []
-        for line in instructions(dockerfile):
-            for pattern, feature, since in FEATURES:
-                if pattern.search(line) and (since is None or version < since):
-                    needs = f"buildah {since} or later" if since else "BuildKit"
-                    entry = f"{feature} (needs {needs})"
-                    if entry not in found:
-                        found.append(entry)
-        return tuple(found)
+        return unsupported_features(dockerfile, self.info().version)
 
     def remedy(self) -> str:
         return (
