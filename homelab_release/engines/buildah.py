@@ -181,6 +181,11 @@ def platform_args(target: str) -> dict[str, str]:
     return values
 
 
+#: What each buildah program file said about itself: (path, inode, mtime) -> info.
+_KNOWN: dict[tuple[str, int, int], BuildahInfo] = {}
+_KNOWN_LOCK = threading.Lock()
+
+
 class BuildahBuilder:
     """buildah as a build engine (see :class:`~homelab_release.engines.base.Engine`)."""
 
@@ -209,39 +214,52 @@ class BuildahBuilder:
         return self._path() is not None
 
     def info(self) -> BuildahInfo:
-        """The version and platform of the installed buildah (asked once);
+        """The version and platform of the installed buildah (asked once per program file);
         :class:`BuildError` when it is missing or older than :data:`MIN_VERSION`."""
         with self._lock:
             if self._info is None:
-                self._info = self._ask_info()
+                self._info = self._known_info()
             return self._info
+
+    def _known_info(self) -> BuildahInfo:
+        program = self._path()
+        if program is None:
+            raise BuildError(f"cannot find {self._program!r} on PATH: {INSTALL_HINT}")
+        found = Path(program).stat()
+        key = (program, found.st_ino, found.st_mtime_ns)
+        with _KNOWN_LOCK:
+            if key not in _KNOWN:
+                _KNOWN[key] = self._ask_info()
+            return _KNOWN[key]
 
     def _path(self) -> str | None:
         return shutil.which(self._program, path=self._environment().get("PATH"))
 
     def _ask_info(self) -> BuildahInfo:
-        program = self._path()
-        if program is None:
-            raise BuildError(f"cannot find {self._program!r} on PATH: {INSTALL_HINT}")
-        try:
-            output = self._run((program, "version", "--json"))
-            data = json.loads(output)
-        except (CommandError, ValueError):
-            output = self._run((program, "--version"))
-            data = {}
+        program = self._path() or self._program
+        code, output = self._capture((program, "version", "--json"))
+        if code != 0:  # before `version --json`, or buildah cannot start at all
+            code, output = self._capture((program, "--version"))
+        if code != 0:
+            raise BuildError(f"{program} --version failed (exit code {code}): {output[-800:]}")
         version = parse_version(output)
         if version < MIN_VERSION:
             raise BuildError(
                 f"buildah {version} is too old: homelab-release needs buildah {MIN_VERSION} or "
                 f"later (`buildah build`); {INSTALL_HINT}"
             )
-        target = str(data.get("osArch") or "") or _host_platform()
+        target = _json_field(output, "osArch") or _host_platform()
         if target == "linux/arm" and platform.machine().startswith("armv"):
             target += f"/v{platform.machine()[4]}"
         return BuildahInfo(version, target)
 
-    def _run(self, argv: Sequence[str]) -> str:
-        return proc.run(argv, env=self._environment(), timeout=60, hint=INSTALL_HINT)
+    def _capture(self, argv: Sequence[str]) -> tuple[int, str]:
+        """Run a short buildah command; its exit code and output (stdout and stderr)."""
+        lines: list[str] = []
+        code = proc.stream(
+            argv, lines.append, env=self._environment(), inherit_env=False, idle_timeout=60
+        )
+        return code, "\n".join(lines).strip()
 
     # -- the Engine interface --------------------------------------------------------------------
 
@@ -454,6 +472,15 @@ class _CachePushError(ReleaseError):
 
 
 # -- pieces ------------------------------------------------------------------------------------
+
+
+def _json_field(output: str, name: str) -> str:
+    """``name`` of the JSON object ``output`` holds, '' when there is none."""
+    try:
+        data = json.loads(output)
+    except ValueError:
+        return ""
+    return str(data.get(name) or "") if isinstance(data, dict) else ""
 
 
 def _host_platform() -> str:
