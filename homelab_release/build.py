@@ -37,6 +37,7 @@ __all__ = [
     "build_image",
     "build_request",
     "push_order",
+    "refusal",
 ]
 
 log = logging.getLogger(__name__)
@@ -318,12 +319,20 @@ def _dockerfile(context: Path, dockerfile: Path | str | None) -> Path:
 
 def _refuse_unsupported(engine: Engine, request: BuildRequest) -> None:
     """A Dockerfile the engine cannot build fails here, before anything runs."""
-    found = engine.unsupported(read_dockerfile(request.dockerfile))
-    if found:
-        raise BuildError(
-            f"{request.dockerfile} uses {'; '.join(found)}, which the {engine.name} engine "
-            f"cannot build; {engine.remedy()}"
-        )
+    message = refusal(engine, request.dockerfile)
+    if message:
+        raise BuildError(message)
+
+
+def refusal(engine: Engine, dockerfile: Path) -> str:
+    """Why ``engine`` cannot build ``dockerfile`` and how to build it; '' when it can."""
+    found = engine.unsupported(read_dockerfile(dockerfile))
+    if not found:
+        return ""
+    return (
+        f"{dockerfile} uses {'; '.join(found)}, which the {engine.name} engine cannot build; "
+        f"{engine.remedy()}"
+    )
 
 
 def _with_oci_labels(

@@ -28,7 +28,12 @@ from packaging.version import Version
 from homelab_release.build import BuiltImage, build_image, build_request
 from homelab_release.config import load_config
 from homelab_release.context import CiContext
-from homelab_release.demo.sandbox import BUSYBOX, LocalRegistry
+from homelab_release.demo.sandbox import (
+    BUSYBOX,
+    LocalRegistry,
+    SandboxUnavailableError,
+    check_requirements,
+)
 from homelab_release.dockerfile import base_images, platform_args_used, stage_args
 from homelab_release.engines.buildah import (
     BuildahBuilder,
@@ -735,3 +740,30 @@ def test_isolation_and_format_follow_the_variables(tmp_path: Path) -> None:
     assert "--format" not in own
     assert standard[standard.index("--isolation") + 1] == "chroot"
     assert standard[standard.index("--format") + 1] == "docker"
+
+
+@pytest.mark.parametrize(
+    ("uid", "missing_parts"),
+    [
+        (0, "buildah (buildah), docker-registry (docker-registry)"),
+        (1000, "buildah (buildah), newuidmap (uidmap), newgidmap (uidmap), docker-registry"),
+    ],
+)
+def test_demo_on_buildah_needs_no_root_and_no_dockerd(
+    tmp_path: Path, uid: int, missing_parts: str
+) -> None:
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for name in ("htpasswd", "git"):
+        (folder / name).write_text("#!/bin/sh\n")
+        (folder / name).chmod(0o755)
+    (tmp_path / "busybox").write_text("")
+    with pytest.raises(SandboxUnavailableError) as caught:
+        check_requirements(
+            engine="buildah", uid=uid, search_path=str(folder), busybox=tmp_path / "busybox"
+        )
+    first, missing, install = str(caught.value).splitlines()
+    assert first == "the sandbox (buildah and a local registry) cannot run on this machine:"
+    assert missing.strip().startswith(f"missing: {missing_parts}")
+    assert "apt-get install buildah" in install
+    assert "root" not in str(caught.value)

@@ -332,7 +332,8 @@ def test_develop_overlay_renders_the_built_image(flow: Flow, tmp_path: Path) -> 
     finally:
         git(flow.repos.remote, "worktree", "remove", "--force", str(tree))
     images = set(re.findall(r"^\s*- image: (\S+)$", rendered, re.MULTILINE))
-    assert images == {_dotenv(flow.repos.work / "build.env")["VOTE_IMAGE"], "result", "worker"}
+    built = _dotenv(flow.repos.work / "build.env")["VOTE_IMAGE"]
+    assert images == {built, "result", "worker", "tally"}
 
 
 def test_stage_pipeline_promotes_the_develop_images(flow: Flow) -> None:
