@@ -566,6 +566,51 @@ def test_cache_repository_refusing_the_credentials_warns_once_and_builds(
     assert "refused" in warning or "401" in warning
 
 
+class ReadOnlyRegistry(LocalRegistry):
+    """A registry anyone may read and no one may write (distribution's read-only maintenance
+    mode): a cache repository that answers lookups but refuses every layer buildah writes."""
+
+    def _write_config(self) -> Path:
+        config = super()._write_config()
+        text = config.read_text(encoding="utf-8").split("auth:")[0]
+        config.write_text(
+            text.replace("  delete:\n", "  maintenance:\n    readonly:\n      enabled: true\n"
+                         "  delete:\n"),
+            encoding="utf-8",
+        )  # fmt: skip
+        return config
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2):
+                return True
+        except OSError:
+            return False
+
+
+def test_cache_repository_refusing_writes_during_the_build_warns_once_and_builds(
+    tmp_path: Path,
+    buildah_env: Mapping[str, str],
+    registry: LocalRegistry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with ReadOnlyRegistry(tmp_path / "read-only") as read_only:
+        repository = _repo(registry)
+        cache = f"{read_only.address}/homelab/cache"
+        built = build_image(
+            context=worker_context(tmp_path / "ctx"),
+            repository=repository,
+            tags=["abc"],
+            engine="buildah",
+            credentials=registry.credentials,
+            cache_repo=cache,
+            env=buildah_env,
+        )
+    assert _digest(f"{repository}:abc", registry) == built.digest
+    (warning,) = [w for w in _messages(caplog, logging.WARNING) if "cache repository" in w]
+    assert warning.startswith(f"building without the cache repository {cache}: failed pushing ")
+
+
 def test_old_buildah_builds_without_the_cache_repository(
     tmp_path: Path,
     buildah_env: Mapping[str, str],
