@@ -1,11 +1,13 @@
 """Benchmark the buildah engine: its cache repository, its overhead, and the Docker Engine beside it.
 
-    python benchmarks/bench_buildah.py [--repeat N] [--sleep SECONDS] [--driver D] [--json FILE]
+    python benchmarks/bench_buildah.py [--repeat N] [--sleep S] [--payload MIB] [--driver D]
+                                       [--json FILE]
 
 Starts its own htpasswd registry and dockerd (homelab_release.demo.sandbox) and keeps buildah's
-images in a private storage (``--driver``, default overlay). One two-stage Dockerfile (a build stage whose RUN sleeps
-``--sleep`` seconds and writes 8 MB, a final stage that copies from it), every timing on an
-emptied store (buildah) or engine (docker):
+images in a private storage (``--driver``, default overlay). One two-stage Dockerfile: a build
+stage whose RUN sleeps ``--sleep`` seconds and writes ``--payload`` MiB of random data (default 8,
+as in bench_build.py), and a final stage that copies from it. Every timing starts on an emptied
+store (buildah) or engine (docker):
 
 (a) buildah: a cold build into an empty cache repository, then a rebuild from that cache repository
     (``build_image(engine="buildah", cache_repo=...)``, both with push and digest check);
@@ -46,7 +48,8 @@ DOCKERFILE = """\
 FROM scratch AS build
 {arg}COPY busybox /bin/busybox
 RUN ["/bin/busybox", "--install", "-s", "/bin"]
-RUN sleep {sleep} && dd if=/dev/urandom of=/payload bs=1M count=8 2>/dev/null && echo ok > /app
+RUN sleep {sleep} && dd if=/dev/urandom of=/payload bs=64k count={blocks} 2>/dev/null \\
+    && echo ok > /app
 FROM scratch
 COPY --from=build /bin/busybox /bin/busybox
 COPY --from=build /app /payload /
@@ -59,8 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-buildah-") as tmp:
         root = Path(tmp)
-        plain = _context(root / "context", DOCKERFILE.format(arg="", sleep=args.sleep))
-        arg_first = DOCKERFILE.format(arg="ARG TARGETARCH\n", sleep=args.sleep)
+        blocks = round(args.payload * 16)  # 64 KiB blocks
+        plain = _context(
+            root / "context", DOCKERFILE.format(arg="", sleep=args.sleep, blocks=blocks)
+        )
+        arg_first = DOCKERFILE.format(arg="ARG TARGETARCH\n", sleep=args.sleep, blocks=blocks)
         contexts = {"plain": plain, "arg": _context(root / "arg-first", arg_first)}
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                "HOME": str(root), "CONTAINERS_STORAGE_CONF": str(_storage(root / "storage", args.driver))}  # fmt: skip
@@ -69,9 +75,15 @@ def main(argv: list[str] | None = None) -> int:
             runs = [bench.repetition(i, contexts) for i in range(args.repeat)]
         version = BuildahBuilder(settings=env).info().version
     summary = _summary(runs)
-    _print(runs, summary, f"buildah {version}, {args.driver} storage")
+    _print(runs, summary, f"buildah {version}, {args.driver} storage, {args.payload:g} MiB payload")
     if args.json:
-        document = {"buildah": str(version), "driver": args.driver, "runs": runs, "median": summary}
+        document = {
+            "buildah": str(version),
+            "driver": args.driver,
+            "payload_mib": args.payload,
+            "runs": runs,
+            "median": summary,
+        }
         Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
     return 0
 
@@ -80,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="repetitions (default 3)")
     parser.add_argument("--sleep", type=float, default=3.0, help="seconds the RUN step takes")
+    parser.add_argument(
+        "--payload", type=float, default=8.0, help="MiB of random data the RUN step writes"
+    )
     parser.add_argument(
         "--driver", default="overlay", help="buildah's storage driver (default overlay; vfs)"
     )

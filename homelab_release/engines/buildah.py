@@ -233,7 +233,7 @@ class BuildahBuilder:
             return _KNOWN[key]
 
     def _path(self) -> str | None:
-        return shutil.which(self._program, path=self._environment().get("PATH"))
+        return shutil.which(self._program, path=self._settings.get("PATH", _DEFAULT_PATH))
 
     def _ask_info(self) -> BuildahInfo:
         program = self._path() or self._program
@@ -279,29 +279,22 @@ class BuildahBuilder:
         dockerfile = read_dockerfile(request.dockerfile)
         with _private_folder() as folder:
             auth = _auth_file(folder, request.repository, credentials)
+            iidfile = folder / "iid"
+
+            def run(cache: ImageRef | None) -> int:
+                argv = self._build_argv(
+                    request, info=info, dockerfile=dockerfile, cache=cache, auth=auth,
+                    iidfile=iidfile,
+                )  # fmt: skip
+                return self._run_build(request, argv, credentials)
+
             cache = self._usable_cache(request, credentials, dockerfile, info)
-            argv = self._build_argv(
-                request,
-                info=info,
-                dockerfile=dockerfile,
-                cache=cache,
-                auth=auth,
-                iidfile=folder / "iid",
-            )
             try:
-                cached = self._run_build(request, argv, credentials)
+                cached = run(cache)
             except _CachePushError as err:
                 log.warning("building without the cache repository %s: %s", cache, err)
-                argv = self._build_argv(
-                    request,
-                    info=info,
-                    dockerfile=dockerfile,
-                    cache=None,
-                    auth=auth,
-                    iidfile=folder / "iid",
-                )
-                cached = self._run_build(request, argv, credentials)
-            image_id = (folder / "iid").read_text(encoding="utf-8").strip()
+                cached = run(None)
+            image_id = iidfile.read_text(encoding="utf-8").strip()
         log.info("built %s (%s from cache)", image_id[:19], _steps(cached))
         return LocalImage(image_id, cached, {"build": time.monotonic() - started})
 
@@ -413,8 +406,9 @@ class BuildahBuilder:
         code = self._stream(argv, take, credentials, BuildError)
         if code == 0:
             return lines.cached
-        if any(_CACHE_PUSH_FAILED.search(line) for line in seen):
-            raise _CachePushError(seen[-1].split("Error: ", 1)[-1])
+        pushes = [line for line in seen if _CACHE_PUSH_FAILED.search(line)]
+        if pushes:
+            raise _CachePushError(pushes[-1].split("Error: ", 1)[-1])
         raise BuildError(
             f"building {request.repository} from {request.context} failed "
             f"(buildah exited with {code}){_build_hint(seen, lines)}{lines.tail()}"
