@@ -15,6 +15,8 @@ __all__ = [
     "PLATFORM_ARGS",
     "base_images",
     "buildkit_features",
+    "declare_global_args",
+    "global_args_missing",
     "instructions",
     "platform_args_used",
     "read_dockerfile",
@@ -90,6 +92,33 @@ def platform_args_used(text: str) -> tuple[str, ...]:
         if declared:
             used.update(part.split("=", 1)[0] for part in declared["names"].split())
     return tuple(name for name in PLATFORM_ARGS if name in used)
+
+
+def global_args_missing(text: str, names: tuple[str, ...] = PLATFORM_ARGS) -> tuple[str, ...]:
+    """The ``names`` that ``FROM`` lines of ``text`` (a Dockerfile) use without an ``ARG`` before
+    the first ``FROM`` declaring them (BuildKit predefines its platform arguments there)."""
+    declared: set[str] = set()
+    used: set[str] = set()
+    started = False
+    for line in instructions(text):
+        if _FROM.match(line):
+            started = True
+            used.update(match["name"] for match in _ARG_USE.finditer(line))
+            continue
+        declared_here = _ARG.match(line)
+        if declared_here and not started:
+            declared.update(part.split("=", 1)[0] for part in declared_here["names"].split())
+    return tuple(name for name in names if name in used - declared)
+
+
+def declare_global_args(text: str, names: tuple[str, ...]) -> str:
+    """``text`` (a Dockerfile) with ``ARG NAME`` lines just before its first ``FROM``."""
+    lines = text.splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        if re.match(r"^\s*FROM\s", line, re.IGNORECASE):
+            declared = "".join(f"ARG {name}\n" for name in names)
+            return "".join([*lines[:index], declared, *lines[index:]])
+    return text
 
 
 def stage_args(text: str) -> tuple[tuple[str, str], ...]:

@@ -34,7 +34,13 @@ from homelab_release.demo.sandbox import (
     SandboxUnavailableError,
     check_requirements,
 )
-from homelab_release.dockerfile import base_images, platform_args_used, stage_args
+from homelab_release.dockerfile import (
+    base_images,
+    declare_global_args,
+    global_args_missing,
+    platform_args_used,
+    stage_args,
+)
 from homelab_release.engines.buildah import (
     BuildahBuilder,
     parse_version,
@@ -200,6 +206,15 @@ COPY --from=0 /x /x
 
 
 def test_dockerfile_reading_for_buildah() -> None:
+    assert global_args_missing(DOCKERFILE) == ("BUILDPLATFORM",)
+    assert global_args_missing("ARG TARGETARCH\nFROM x-$TARGETARCH\n") == ()
+    assert global_args_missing("FROM x-${TARGETARCH}\nARG TARGETOS\n") == ("TARGETARCH",)
+    declared = declare_global_args(DOCKERFILE, ("BUILDPLATFORM",)).splitlines()
+    assert declared[:4] == [
+        *DOCKERFILE.splitlines()[:2],
+        "ARG BUILDPLATFORM",
+        DOCKERFILE.splitlines()[2],
+    ]
     assert platform_args_used(DOCKERFILE) == ("BUILDPLATFORM", "TARGETOS", "TARGETARCH")
     assert stage_args(DOCKERFILE) == (("build", "TARGETOS"), ("build", "TARGETARCH"))
     assert base_images(DOCKERFILE) == ("golang:1.22", "docker.io/library/busybox:1", "$BASE")
@@ -465,6 +480,32 @@ def test_platform_arguments_are_set_as_buildkit_sets_them(worker: Watched) -> No
     lines = [line for line in worker.log if line.endswith(f"for linux/{arch}")]
     assert lines, "the RUN that echoes the platform arguments is not in the log"
     assert f"built on linux/{arch} for linux/{arch}" in lines[0]
+
+
+def test_platform_arguments_reach_from_lines_without_a_global_arg(
+    tmp_path: Path, buildah_env: Mapping[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # BuildKit predefines TARGETARCH where FROM lines are read; buildah before 1.37 does not
+    caplog.set_level(logging.DEBUG)
+    arch = platform_args(BuildahBuilder(settings=buildah_env).info().platform)["TARGETARCH"]
+    base = worker_context(tmp_path / "base")
+    (base / "Dockerfile").write_text("FROM scratch\nCOPY busybox /bin/busybox\n")
+    name = f"localhost/hr-base-{secrets.token_hex(3)}"
+    build_image(context=base, repository=f"{name}-{arch}", tags=["latest"], engine="buildah",
+                push=False, env=buildah_env)  # fmt: skip
+    context = worker_context(tmp_path / "ctx")
+    (context / "Dockerfile").write_text(
+        f'FROM {name}-${{TARGETARCH}}\nRUN ["/bin/busybox", "echo", "on-the-base"]\n'
+    )
+    built = build_image(
+        context=context, repository="localhost/hr-derived", tags=["t"], engine="buildah",
+        push=False, env=buildah_env,
+    )  # fmt: skip
+    assert built.image_id.startswith("sha256:")
+    log = _messages(caplog)
+    assert any(re.search(rf"STEP 1/\d+: FROM {name}-{arch}$", line) for line in log), log
+    assert "hr-derived: on-the-base" in log
+    assert (context / "Dockerfile").read_text().startswith("FROM "), "the file is left as it is"
 
 
 def test_default_cache_repository_holds_every_layer(

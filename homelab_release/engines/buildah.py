@@ -14,8 +14,11 @@ runner can read every process's arguments).
 The process gets only the environment :attr:`~homelab_release.context.CiContext.buildah` carries
 (buildah's and the containers libraries' variables, ``PATH``, ``HOME``, proxies), plus:
 
-- the automatic platform arguments (``TARGETARCH`` ...), as BuildKit defines them, for those the
-  Dockerfile uses and the build arguments do not set: buildah before 1.29 leaves them empty;
+- the automatic platform arguments (``TARGETARCH`` ...), as BuildKit defines them, as build
+  arguments for those the Dockerfile uses and the request does not set; and, before buildah 1.37,
+  which leaves them empty in ``FROM`` lines unless an ``ARG`` before the first ``FROM`` declares
+  them (BuildKit predefines them there), a copy of the Dockerfile that declares the ones its
+  ``FROM`` lines use;
 - before 1.29, a ``TMPDIR`` of the user's own (``/var/tmp/homelab-release-<uid>``) unless one is
   set: those versions keep every user's ``RUN --mount=type=cache`` folders in one shared
   ``/var/tmp/buildah-cache``, and a rootless build cannot write into a folder that root (or another
@@ -46,6 +49,8 @@ from packaging.version import InvalidVersion, Version
 from homelab_release import proc
 from homelab_release.dockerfile import (
     base_images,
+    declare_global_args,
+    global_args_missing,
     instructions,
     platform_args_used,
     read_dockerfile,
@@ -62,6 +67,7 @@ __all__ = [
     "CACHE_MOUNT_VERSION",
     "CACHE_REPO_VERSION",
     "FEATURES",
+    "GLOBAL_ARGS_VERSION",
     "INSTALL_HINT",
     "MIN_VERSION",
     "BuildahBuilder",
@@ -77,6 +83,7 @@ MIN_VERSION = Version("1.23.0")  # `buildah build` (before: `buildah bud` only)
 CACHE_REPO_VERSION = Version("1.27.0")  # --cache-to / --cache-from
 ARG_CACHE_VERSION = Version("1.29.0")  # ARG steps looked up in the cache repository (#4315)
 CACHE_MOUNT_VERSION = Version("1.29.0")  # one RUN --mount=type=cache folder per user (#4404)
+GLOBAL_ARGS_VERSION = Version("1.37.0")  # platform arguments predefined where FROM lines read them
 INSTALL_HINT = (
     "install buildah and uidmap (Debian/Ubuntu: apt-get install buildah uidmap; Fedora: dnf "
     "install buildah), or run the job in an image that has it (quay.io/buildah/stable)"
@@ -280,11 +287,12 @@ class BuildahBuilder:
         with _private_folder() as folder:
             auth = _auth_file(folder, request.repository, credentials)
             iidfile = folder / "iid"
+            file = _with_global_args(request.dockerfile, dockerfile, info, folder)
 
             def run(cache: ImageRef | None) -> int:
                 argv = self._build_argv(
                     request, info=info, dockerfile=dockerfile, cache=cache, auth=auth,
-                    iidfile=iidfile,
+                    iidfile=iidfile, file=file,
                 )  # fmt: skip
                 return self._run_build(request, argv, credentials)
 
@@ -338,9 +346,12 @@ class BuildahBuilder:
         cache: ImageRef | None,
         auth: Path | None,
         iidfile: Path,
+        file: Path | None = None,
     ) -> list[str]:
+        """``buildah build`` of ``request``; ``file``: the Dockerfile to read instead of the
+        request's (a copy with global ``ARG`` declarations, see :func:`_with_global_args`)."""
         settings = self._settings
-        argv = [self._program, "build", "--layers", "--file", str(request.dockerfile)]
+        argv = [self._program, "build", "--layers", "--file", str(file or request.dockerfile)]
         argv += [] if _ISOLATION in settings else ["--isolation", "chroot"]
         argv += [] if _FORMAT in settings else ["--format", "docker"]
         argv += ["--target", request.target] if request.target else []
@@ -475,6 +486,23 @@ def _json_field(output: str, name: str) -> str:
     except ValueError:
         return ""
     return str(data.get(name) or "") if isinstance(data, dict) else ""
+
+
+def _with_global_args(path: Path, dockerfile: str, info: BuildahInfo, folder: Path) -> Path | None:
+    """Before :data:`GLOBAL_ARGS_VERSION`, buildah leaves the platform arguments empty in ``FROM``
+    lines unless an ``ARG`` before the first ``FROM`` declares them (BuildKit predefines them
+    there): a copy of the Dockerfile in ``folder`` that declares the ones its ``FROM`` lines use
+    (with its ``.dockerignore`` beside it), or None when none is needed."""
+    missing = global_args_missing(dockerfile)
+    if not missing or info.version >= GLOBAL_ARGS_VERSION:
+        return None
+    copy = folder / path.name
+    copy.write_text(declare_global_args(dockerfile, missing), encoding="utf-8")
+    ignore = path.with_name(f"{path.name}.dockerignore")
+    if ignore.is_file():
+        shutil.copy2(ignore, folder / ignore.name)
+    log.debug("%s: declaring %s before the first FROM for buildah %s", path, missing, info.version)
+    return copy
 
 
 def _host_platform() -> str:
