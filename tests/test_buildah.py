@@ -72,11 +72,13 @@ COPY --from=build /out /out
 """
 
 
-def worker_context(folder: Path, mark: str = "") -> Path:
-    """A build context with the worker shape; ``mark`` makes its slow step unique."""
+def worker_context(folder: Path, mark: str = "", *, slow: bool = True) -> Path:
+    """A build context with the worker shape; ``mark`` makes its slow step unique, ``slow=False``
+    takes the sleep out of it (for the tests about faults, not about the cache)."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy2(BUSYBOX, folder / "busybox")
     text = WORKER.replace("compiling-MARK", f"compiling-{mark or secrets.token_hex(4)}")
+    text = text if slow else text.replace("&& sleep 2 ", "")
     (folder / "Dockerfile").write_text(text, encoding="utf-8")
     return folder
 
@@ -564,7 +566,7 @@ def test_unreachable_cache_repository_warns_once_and_builds(
 ) -> None:
     repository = _repo(registry)
     built = build_image(
-        context=worker_context(tmp_path / "ctx"),
+        context=worker_context(tmp_path / "ctx", slow=False),
         repository=repository,
         tags=["abc"],
         engine="buildah",
@@ -592,7 +594,7 @@ def test_cache_repository_refusing_the_credentials_warns_once_and_builds(
         repository = _repo(registry)
         cache = f"{other.address}/homelab/cache"
         built = build_image(
-            context=worker_context(tmp_path / "ctx"),
+            context=worker_context(tmp_path / "ctx", slow=False),
             repository=repository,
             tags=["abc"],
             engine="buildah",
@@ -639,7 +641,7 @@ def test_cache_repository_refusing_writes_during_the_build_warns_once_and_builds
         repository = _repo(registry)
         cache = f"{read_only.address}/homelab/cache"
         built = build_image(
-            context=worker_context(tmp_path / "ctx"),
+            context=worker_context(tmp_path / "ctx", slow=False),
             repository=repository,
             tags=["abc"],
             engine="buildah",
@@ -661,7 +663,7 @@ def test_old_buildah_builds_without_the_cache_repository(
     fake = _fake_buildah(tmp_path / "bin", "1.26.0")
     repository = _repo(registry)
     built = build_image(
-        context=worker_context(tmp_path / "ctx"),
+        context=worker_context(tmp_path / "ctx", slow=False),
         repository=repository,
         tags=["abc"],
         engine="buildah",
@@ -680,7 +682,7 @@ def test_old_buildah_builds_without_the_cache_repository(
 def test_failing_run_raises_with_the_log_tail_and_pushes_nothing(
     tmp_path: Path, buildah_env: Mapping[str, str], registry: LocalRegistry
 ) -> None:
-    context = worker_context(tmp_path / "ctx")
+    context = worker_context(tmp_path / "ctx", slow=False)
     with (context / "Dockerfile").open("a", encoding="utf-8") as file:
         file.write("RUN echo step-output-before-failure && exit 3\n")
     repository = _repo(registry)
@@ -704,7 +706,7 @@ def test_stopped_registry_gives_push_error_after_bounded_retries(
     started = time.monotonic()
     with pytest.raises(PushError) as caught:
         build_image(
-            context=worker_context(tmp_path / "ctx"), repository=repository, tags=["abc"],
+            context=worker_context(tmp_path / "ctx", slow=False), repository=repository, tags=["abc"],
             engine="buildah", credentials=stopped_registry.credentials, env=buildah_env,
         )  # fmt: skip
     assert f"pushing {repository}:abc failed: registry {stopped_registry.address} is " \
@@ -724,7 +726,7 @@ def test_wrong_password_gives_push_error_without_the_password(
     repository = _repo(registry)
     with pytest.raises(PushError) as caught:
         build_image(
-            context=worker_context(tmp_path / "ctx"), repository=repository, tags=["abc"],
+            context=worker_context(tmp_path / "ctx", slow=False), repository=repository, tags=["abc"],
             engine="buildah", credentials=credentials, cache_repo="", env=buildah_env,
         )  # fmt: skip
     assert f"registry {registry.address} refused user {registry.credentials.username!r}" in str(
@@ -787,7 +789,7 @@ def test_rootless_user_builds_and_pushes_the_worker_shape(
 def test_user_without_subuid_ranges_gets_buildahs_message_and_the_fix(
     run_as: RunAs, no_subid_user: User, registry: LocalRegistry
 ) -> None:
-    context = worker_context(run_as.workdir(no_subid_user, "ctx"))
+    context = worker_context(run_as.workdir(no_subid_user, "ctx"), slow=False)
     run_as.give(no_subid_user, context)
     argv = ["build", "--engine", "buildah", "--context", str(context),
             "--repository", _repo(registry), "--tag", "abc", "--cache-repo", ""]  # fmt: skip
