@@ -26,6 +26,7 @@ from homelab_release.engines.base import DEFAULT_TIMEOUT, BuildRequest, Engine, 
 from homelab_release.engines.choice import make_engine
 from homelab_release.errors import BuildError, PushError, RegistryError, ReleaseError
 from homelab_release.images import ImageRef, check_tag
+from homelab_release.latest import LATEST, REVISION_LABEL, LatestMove, advance_latest
 from homelab_release.registry import manifest_digest
 from homelab_release.secrets import RegistryCredentials, redact
 
@@ -42,7 +43,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-REVISION_LABEL = "org.opencontainers.image.revision"
 SOURCE_LABEL = "org.opencontainers.image.source"
 CREATED_LABEL = "org.opencontainers.image.created"
 
@@ -87,7 +87,8 @@ class BuiltImage:
     """The result of :func:`build_image`.
 
     ``digest`` is the manifest digest the registry reports for every tag (None when not pushed);
-    ``references`` are ``repository:tag@digest`` for each tag (``repository:tag`` when not pushed).
+    ``references`` are ``repository:tag@digest`` for each tag the registry serves at that digest
+    (``repository:tag`` when not pushed); ``latest`` is left out of them when it was not moved.
     """
 
     repository: str
@@ -99,6 +100,7 @@ class BuiltImage:
     cached_steps: int
     pushed: bool
     engine: str = "docker"
+    latest: LatestMove | None = None  # when ``latest`` was asked for: moved, or why not
 
 
 def build_request(
@@ -204,26 +206,42 @@ def _build_and_push(
     watch = _Stopwatch()
     local = engine.build(request, credentials)
     digest = _push_tags(engine, request, local, credentials, watch) if push else None
+    latest = None
+    if digest and LATEST in request.tags:
+        with watch.phase("push"):
+            latest = advance_latest(
+                request.repository,
+                digest,
+                request.labels.get(REVISION_LABEL),
+                root=request.context,
+                credentials=credentials,
+                insecure=request.insecure_registries,
+            )
+    shown = [t for t in request.tags if t != LATEST or latest is None or latest.moved]
     references = tuple(
-        f"{request.repository}:{tag}" + (f"@{digest}" if digest else "") for tag in request.tags
+        f"{request.repository}:{tag}" + (f"@{digest}" if digest else "") for tag in shown
     )
     log.info("%s: %s", request.repository, ", ".join(references))
-    durations = BuildDurations(
-        cache_pull=local.seconds.get("cache_pull", 0.0),
-        build=local.seconds.get("build", 0.0),
-        push=watch.seconds.get("push", 0.0),
-        verify=watch.seconds.get("verify", 0.0),
-    )
     return BuiltImage(
         repository=str(request.repository),
         tags=request.tags,
         digest=digest,
         image_id=local.image_id,
         references=references,
-        durations=durations,
+        durations=_durations(local, watch),
         cached_steps=local.cached_steps,
         pushed=push,
         engine=engine.name,
+        latest=latest,
+    )
+
+
+def _durations(local: LocalImage, watch: _Stopwatch) -> BuildDurations:
+    return BuildDurations(
+        cache_pull=local.seconds.get("cache_pull", 0.0),
+        build=local.seconds.get("build", 0.0),
+        push=watch.seconds.get("push", 0.0),
+        verify=watch.seconds.get("verify", 0.0),
     )
 
 
@@ -291,6 +309,9 @@ def _repository(repository: str, what: str = "repository") -> ImageRef:
 def push_order(tags: Sequence[str] | str) -> tuple[str, ...]:
     """Checked, de-duplicated tags in push order: as given, but ``latest`` last.
 
+    ``latest`` alone is refused: it is moved by digest after another tag (the commit's) is
+    confirmed, never pushed on its own.
+
     >>> push_order(["latest", "3f1c2ab"])
     ('3f1c2ab', 'latest')
     """
@@ -299,7 +320,11 @@ def push_order(tags: Sequence[str] | str) -> tuple[str, ...]:
     unique = tuple(dict.fromkeys(check_tag(tag) for tag in tags))
     if not unique:
         raise BuildError("no tags given: pass at least one, for example the commit SHA")
-    return tuple(t for t in unique if t != "latest") + tuple(t for t in unique if t == "latest")
+    if unique == (LATEST,):
+        raise BuildError(
+            "latest is the only tag given: pass the commit SHA too (latest then follows it)"
+        )
+    return tuple(t for t in unique if t != LATEST) + tuple(t for t in unique if t == LATEST)
 
 
 def _dockerfile(context: Path, dockerfile: Path | str | None) -> Path:
@@ -370,10 +395,10 @@ def _push_tags(
 ) -> str:
     """Push the first tag and confirm it with the registry; only then push the others.
 
-    ``latest`` is always last (:func:`push_order`), so it moves only once the registry, not just
-    the push stream, serves the commit tag. Every tag is then asked for exactly once.
+    Every tag but ``latest`` is pushed by the engine and asked of the registry once; ``latest``
+    is moved afterwards, by digest and only forward (:func:`advance_latest`).
     """
-    first, *rest = request.tags
+    first, *rest = [tag for tag in request.tags if tag != LATEST]
     with watch.phase("push"):
         engine_digest = engine.push(request, image, first, credentials)
     with watch.phase("verify"):

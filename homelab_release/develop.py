@@ -25,10 +25,14 @@ from homelab_release.engines.choice import make_engine
 from homelab_release.errors import ConfigError, ReleaseError
 from homelab_release.gitops import ManifestsRemote, Published, checkout, commit_message, publish
 from homelab_release.gitops import refresh as refresh_checkout
+from homelab_release.images import ImageRef
+from homelab_release.latest import LatestMove, follow_overlay
 from homelab_release.overlay import (
     ImageEntry,
     OverlayEdit,
     apply_overlay_entries,
+    changed_entries,
+    first_by_name,
     read_overlay_images,
 )
 from homelab_release.reports import RunReport, write_reports
@@ -39,6 +43,7 @@ __all__ = [
     "BuildDevelopResult",
     "BuildTarget",
     "DevelopPlan",
+    "Publication",
     "ServiceBuild",
     "build_develop",
     "build_service",
@@ -110,6 +115,7 @@ class BuildDevelopResult:
     builds: tuple[ServiceBuild, ...] = ()
     edit: OverlayEdit | None = None
     published: Published | None = None
+    latest: tuple[LatestMove, ...] = ()
     reports: tuple[Path, ...] = field(default=())
 
     @property
@@ -167,14 +173,14 @@ def build_develop(
                 require_overlay(tree, ws.config.environment(environment), remote)
                 builds = build_services(ws, plan, workers=workers, engine=engine)
                 report = replace(report, builds=builds)
-                edit, published = publish_develop(ws, plan, builds, tree=tree, remote=remote)
+                done = publish_develop(ws, plan, builds, tree=tree, remote=remote)
             result = BuildDevelopResult(
-                environment, plan.changes, plan.tag, builds, edit, published
+                environment, plan.changes, plan.tag, builds, done.edit, done.published, done.latest
             )
     except ReleaseError as err:
         write_reports(folder, replace(report, error=str(err)))
         raise
-    paths = write_reports(folder, replace(report, commit=result.commit))
+    paths = write_reports(folder, replace(report, commit=result.commit, latest=result.latest))
     return replace(result, reports=paths)
 
 
@@ -190,7 +196,9 @@ def plan_develop(
     Dockerfile were checked when the configuration was loaded.)
     """
     ws.config.environment(environment)
-    changes = detect_changes(ws.root, base=base, head=head, config=ws.config, env=ws.env)
+    changes = detect_changes(
+        ws.root, base=base, head=head, config=ws.config, pipeline=ws.context.pipeline
+    )
     tag = ws.context.commit_sha or changes.head
     targets = tuple(_target(ws, ws.config.service(name)) for name in changes.services)
     return DevelopPlan(environment, changes, tag, targets)
@@ -233,7 +241,7 @@ def build_services(
     """
     require_checked_out(ws, plan)
     engine = engine_choice(ws, engine)
-    created = git.git(ws.root, "show", "-s", "--format=%cI", plan.changes.head).strip()
+    created = git.commit_time(ws.root, plan.changes.head)
     count = max(1, min(workers, len(plan.targets)))
     with ThreadPoolExecutor(max_workers=count) as pool:
         return tuple(
@@ -255,7 +263,7 @@ def engine_choice(ws: Workspace, engine: Engine | str | None) -> Engine | str:
 
 def require_checked_out(ws: Workspace, plan: DevelopPlan) -> None:
     """Builds use the work tree: it must be the head commit, without local changes."""
-    checked_out = git.git(ws.root, "rev-parse", "HEAD").strip()
+    checked_out = git.head_commit(ws.root)
     head = plan.changes.head
     if checked_out != head:
         raise ReleaseError(
@@ -265,8 +273,7 @@ def require_checked_out(ws: Workspace, plan: DevelopPlan) -> None:
         )
     contexts = sorted({target.context for target in plan.targets})
     # Untracked files do not count: CI leaves caches and reports in the project folder.
-    status = ("status", "--porcelain", "--untracked-files=no", "--", *contexts)
-    dirty = git.git(ws.root, *status).strip()
+    dirty = git.uncommitted(ws.root, contexts).strip()
     if dirty:
         raise ReleaseError(
             f"uncommitted changes in {', '.join(contexts)} would be built into images tagged "
@@ -338,7 +345,7 @@ def develop_entries(
     ``plan`` runs this with planned builds (no digest yet: the current one is kept in the dry run).
     """
     names = {target.service: target.entry_name for target in plan.targets}
-    now = _first_by_name(current)
+    now = first_by_name(current)
     entries = []
     for build in builds:
         if not build.ok:
@@ -351,6 +358,15 @@ def develop_entries(
     return tuple(entries)
 
 
+@dataclass(frozen=True)
+class Publication:
+    """What :func:`publish_develop` did: the overlay edit, the commit and where ``latest`` went."""
+
+    edit: OverlayEdit | None = None
+    published: Published | None = None
+    latest: tuple[LatestMove, ...] = ()
+
+
 def publish_develop(
     ws: Workspace,
     plan: DevelopPlan,
@@ -358,15 +374,16 @@ def publish_develop(
     *,
     tree: Path | None = None,
     remote: ManifestsRemote | None = None,
-) -> tuple[OverlayEdit | None, Published | None]:
-    """Write every successful build into the environment's overlay in one commit and push it.
+) -> Publication:
+    """Write every successful build into the environment's overlay in one commit and push it;
+    then move each built service's ``latest`` to what the overlay names at the branch's tip.
 
     ``tree`` is a checkout of the manifests branch (brought to the branch's tip first); without
     one, a fresh checkout is made. A push that another pipeline beat is re-applied on the new tip.
     """
     if not any(build.ok for build in builds):
         log.warning("no build succeeded: the %s overlay is left as it is", plan.environment)
-        return None, None
+        return Publication()
     remote = remote or ws.remote()
     if tree is None:
         with checkout(remote) as fresh:
@@ -381,7 +398,7 @@ def _publish(
     builds: Sequence[ServiceBuild],
     tree: Path,
     remote: ManifestsRemote,
-) -> tuple[OverlayEdit | None, Published | None]:
+) -> Publication:
     target = ws.config.environment(plan.environment)
     require_overlay(tree, target, remote)
 
@@ -391,7 +408,7 @@ def _publish(
         return apply_overlay_entries(overlay, entries)
 
     def message(edit: OverlayEdit) -> str:
-        written = _changed_entries(edit)
+        written = changed_entries(edit.before, edit.after)
         by_entry = {t.entry_name: t.service for t in plan.targets}
         names = ", ".join(sorted(by_entry.get(e.name, e.name) for e in written))
         body = "\n".join(f"{e.name}: {e.reference}" for e in written)
@@ -399,7 +416,33 @@ def _publish(
         return commit_message(f"{target.name}: update {names}", body, trailers)
 
     edit, published = publish(tree, remote, apply, message, author=ws.config.author)
-    return edit, published
+    return Publication(edit, published, _follow_overlay(ws, plan, builds, tree, remote))
+
+
+def _follow_overlay(
+    ws: Workspace,
+    plan: DevelopPlan,
+    builds: Sequence[ServiceBuild],
+    tree: Path,
+    remote: ManifestsRemote,
+) -> tuple[LatestMove, ...]:
+    """Each built service's ``latest`` serves what the overlay names at the branch's tip."""
+    overlay = tree / ws.config.environment(plan.environment).overlay
+    built = {build.service for build in builds if build.ok}
+    targets = {
+        t.entry_name: ImageRef.parse(t.repository) for t in plan.targets if t.service in built
+    }
+
+    def read_tip() -> dict[str, ImageEntry]:
+        refresh_checkout(tree, remote)
+        return first_by_name(read_overlay_images(overlay))
+
+    return follow_overlay(
+        targets,
+        read_tip,
+        credentials=ws.context.registry_credentials,
+        insecure=ws.config.insecure_registries,
+    )
 
 
 def require_overlay(tree: Path, environment: Environment, remote: ManifestsRemote) -> None:
@@ -411,16 +454,6 @@ def require_overlay(tree: Path, environment: Environment, remote: ManifestsRemot
             f"branch {remote.branch} of {remote.shown}; create it or set "
             f"environments.{environment.name}.overlay"
         )
-
-
-def _first_by_name(entries: Sequence[ImageEntry]) -> dict[str, ImageEntry]:
-    """Entries by name; the first of duplicates wins, as in kustomize."""
-    return {entry.name: entry for entry in reversed(entries)}
-
-
-def _changed_entries(edit: OverlayEdit) -> list[ImageEntry]:
-    before = _first_by_name(edit.before)
-    return [e for e in _first_by_name(edit.after).values() if before.get(e.name) != e]
 
 
 def _superseded(root: Path, ours: ImageEntry, current: ImageEntry | None) -> bool:

@@ -22,10 +22,13 @@ from homelab_release.overlay import (
     ImageEntry,
     OverlayEdit,
     apply_overlay_entries,
+    first_by_name,
     read_overlay_images,
 )
 from homelab_release.registry import image_exists
 from homelab_release.secrets import RegistryCredentials
+
+__all__ = ["PromotedImage", "Promotion", "promote_overlay"]
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +136,11 @@ def _select(source: Path, names: Collection[str] | None) -> tuple[ImageEntry, ..
 
 def _first_per_name(source: Path, entries: tuple[ImageEntry, ...]) -> tuple[ImageEntry, ...]:
     """Each name's first entry: kustomize renders the source overlay with the first one."""
-    first: dict[str, ImageEntry] = {}
+    first = first_by_name(entries)
     for entry in entries:
-        if entry.name in first:
+        if entry is not first[entry.name]:
             what = (source, entry.name, first[entry.name].reference)
             log.warning("%s: several entries named %s; promoting the first, %s", *what)
-        first.setdefault(entry.name, entry)
     return tuple(first.values())
 
 

@@ -20,6 +20,7 @@ from homelab_release.files import write_atomic
 if TYPE_CHECKING:
     from homelab_release.changes import ChangeSet
     from homelab_release.develop import ServiceBuild
+    from homelab_release.latest import LatestMove
 
 __all__ = ["DOTENV_NAME", "JSON_NAME", "RunReport", "write_reports"]
 
@@ -41,6 +42,7 @@ class RunReport:
     planned: tuple[str, ...] = ()
     builds: tuple[ServiceBuild, ...] = ()
     commit: str | None = None
+    latest: tuple[LatestMove, ...] = ()
     error: str = ""
 
     @property
@@ -85,6 +87,10 @@ def report_data(report: RunReport) -> dict[str, object]:
         "builds": [_build(b) for b in report.builds],
         "failed": list(report.failed),
         "manifests_commit": report.commit,
+        "latest": [
+            {"repository": m.repository, "moved": m.moved, "digest": m.digest, "note": m.note}
+            for m in report.latest
+        ],
         "error": report.error or None,
     }
 

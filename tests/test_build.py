@@ -48,14 +48,15 @@ def _password_leaks(password: str, caplog: pytest.LogCaptureFixture, *objects: o
         (["latest", "3f1c2ab"], ("3f1c2ab", "latest")),
         (["a", "b", "a"], ("a", "b")),
         ("only", ("only",)),
-        (["latest"], ("latest",)),
     ],
 )
 def test_push_order_puts_latest_last(tags: list[str] | str, expected: tuple[str, ...]) -> None:
     assert push_order(tags) == expected
 
 
-@pytest.mark.parametrize(("tags", "error"), [([], BuildError), (["-bad"], ImageRefError)])
+@pytest.mark.parametrize(
+    ("tags", "error"), [([], BuildError), (["-bad"], ImageRefError), (["latest"], BuildError)]
+)
 def test_push_order_rejects(tags: list[str], error: type[Exception]) -> None:
     with pytest.raises(error):
         push_order(tags)
@@ -197,7 +198,9 @@ def test_pushes_every_tag_at_the_registry_digest(
     assert labels["org.opencontainers.image.created"].endswith("Z")
     assert not _password_leaks(password, caplog, built)
     pushes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pushing ")]
-    assert pushes == [f"pushing {repository}:3f1c2ab", f"pushing {repository}:latest"]
+    assert pushes == [f"pushing {repository}:3f1c2ab"], "latest is moved by digest, not pushed"
+    assert built.latest is not None
+    assert built.latest.moved
 
 
 def test_latest_moves_only_after_the_registry_confirmed_the_commit_tag(
@@ -221,14 +224,14 @@ def test_latest_moves_only_after_the_registry_confirmed_the_commit_tag(
         message = record.getMessage()
         if message.startswith(f"pushing {repository}:"):
             events.append(("push", message.rsplit(":", 1)[1]))
-        asked = re.search(r"HEAD \S+/manifests/(\S+) -> HTTP 200", message)
+        asked = re.search(r"(HEAD|PUT) \S+/manifests/(\S+) -> HTTP 20[01]", message)
         if asked:
-            events.append(("registry", asked[1]))
+            events.append((asked[1], asked[2]))
     assert events == [
         ("push", "3f1c2ab"),
-        ("registry", "3f1c2ab"),
-        ("push", "latest"),
-        ("registry", "latest"),
+        ("HEAD", "3f1c2ab"),  # the registry confirms the commit tag
+        ("PUT", "latest"),  # then latest gets the same manifest, by digest
+        ("HEAD", "latest"),  # and is confirmed
     ]
 
 

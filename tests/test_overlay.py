@@ -300,41 +300,6 @@ def test_tag_suffix_is_read_and_written(tmp_path: Path) -> None:
     assert not apply_overlay_entries(folder, entries).changed
 
 
-# --- ImageEntry.reference -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("entry", "image", "rendered"),
-    [
-        (ImageEntry("vote", None, "v2"), "vote", "vote:v2"),
-        (ImageEntry("vote", "reg/vote"), "vote:v1", "reg/vote:v1"),
-        (ImageEntry("vote", None, None, SHA_A), "vote:v1", f"vote@{SHA_A}"),
-        (ImageEntry("vote", None, "v2"), f"vote:v1@{SHA_B}", "vote:v2"),
-        (ImageEntry("vote", "r/v", "v2", SHA_A), "vote:v1", f"r/v:v2@{SHA_A}"),
-        (ImageEntry("vote", "r/v"), f"vote@{SHA_B}", f"r/v@{SHA_B}"),
-        # kustomize appends tagSuffix twice unless newName renames the image (kustomize#4814)
-        (ImageEntry("vote", tag_suffix="-dbg"), "vote:v1", "vote:v1-dbg-dbg"),
-        (ImageEntry("vote", "vote", tag_suffix="-d"), "vote:v1", "vote:v1-d-d"),
-        (ImageEntry("vote", "r/v", tag_suffix="-dbg"), f"vote:v1@{SHA_B}", "r/v:v1-dbg"),
-        (ImageEntry("vote", "r/v", tag_suffix="-d"), "vote", "r/v:-d"),
-        (ImageEntry("vote", None, "v2", tag_suffix="-dbg"), "vote:v1", "vote:v2"),
-        (ImageEntry("vote", None, None, SHA_A, "-dbg"), "vote:v1", f"vote@{SHA_A}"),
-        (
-            ImageEntry("localhost:5000/vote", None, "v2"),
-            "localhost:5000/vote",
-            "localhost:5000/vote:v2",
-        ),
-    ],
-)
-def test_rendered_follows_kustomize(entry: ImageEntry, image: str, rendered: str) -> None:
-    assert entry.rendered(image) == rendered
-
-
-def test_reference_is_the_render_of_the_bare_name() -> None:
-    assert ImageEntry("vote", "r/vote", "v2", SHA_A).reference == f"r/vote:v2@{SHA_A}"
-    assert ImageEntry("vote").reference == "vote"
-
-
 # --- bad input: a clear error and the file untouched ----------------------------------------------
 
 

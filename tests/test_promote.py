@@ -148,7 +148,7 @@ def test_a_dry_run_asks_no_registry(tmp_path: Path) -> None:
     promotion = promote_overlay(source, target, dry_run=True)
     assert promotion.changed
     assert not promotion.written
-    assert promotion.changes[0].after.reference == f"127.0.0.1:9/homelab/vote:v2@{SHA_A}"
+    assert str(promotion.changes[0].after) == f"127.0.0.1:9/homelab/vote:v2@{SHA_A}"
 
 
 def test_a_dry_run_verifies_when_asked_and_a_real_run_always(tmp_path: Path) -> None:

@@ -28,7 +28,13 @@ def test_build_develop_summary_fits_a_job_log() -> None:
         ServiceBuild("worker", REPO, SHA, ok=False, error="building failed: exit 3\nlog"),
     )
     result = BuildDevelopResult(
-        "develop", changes, SHA, builds, None, Published("f4320264" * 5, 1), (Path("build.env"),)
+        "develop",
+        changes,
+        SHA,
+        builds,
+        None,
+        Published("f4320264" * 5, 1),
+        reports=(Path("build.env"),),
     )
     assert summary(result).splitlines() == [
         "changes: push pipeline: ...",

@@ -9,6 +9,8 @@ from homelab_release.commands._common import add_engine_options
 
 __all__ = ["register", "run"]
 
+__all__ = ["register", "run"]
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(

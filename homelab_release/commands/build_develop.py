@@ -81,6 +81,7 @@ def summary(result: BuildDevelopResult) -> str:
         lines.append(f"{result.environment} overlay: already up to date, nothing committed")
     else:
         lines.append(f"{result.environment} overlay: unchanged (no build succeeded)")
+    lines.extend(f"latest: {move}" for move in result.latest if not move.moved)
     lines.extend(f"report: {path}" for path in result.reports)
     return "\n".join(lines)
 

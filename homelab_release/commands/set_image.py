@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from homelab_release.images import SPEC_FORMS
-from homelab_release.overlay import OverlayEdit, set_overlay_image
+from homelab_release.overlay import OverlayEdit, first_by_name, set_overlay_image
+
+__all__ = ["register", "run", "summary"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,19 +34,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def summary(edit: OverlayEdit, *, show_diff: bool = False, dry_run: bool = False) -> str:
-    """One line per entry that changes (``name: old -> new``), then the diff if asked."""
+    """One line per entry whose lines change (``name: old -> new``), then the diff if asked."""
     if not edit.changed:
         return f"{edit.path}: unchanged"
-    old = {entry.name: entry.reference for entry in edit.before}
-    new = {entry.name: entry.reference for entry in edit.after}
+    old, new = first_by_name(edit.before), first_by_name(edit.after)
     lines = [f"{edit.path}:" + (" (dry run, nothing written)" if dry_run else "")]
-    for name in sorted(old.keys() | new.keys()):
-        if old.get(name) != new.get(name) or _count(edit, name) > 1:
-            lines.append(f"  {name}: {old.get(name, '(new)')} -> {new.get(name, '(removed)')}")
+    for name in sorted(edit.edited):
+        before = old[name].reference if name in old else "(new)"
+        after = new[name].reference if name in new else "(removed)"
+        lines.append(f"  {name}: {before} -> {after}")
     if show_diff:
         lines.append(edit.diff.rstrip("\n"))
     return "\n".join(lines)
-
-
-def _count(edit: OverlayEdit, name: str) -> int:
-    return sum(entry.name == name for entry in edit.before)
