@@ -493,11 +493,11 @@ def test_platform_arguments_reach_from_lines_without_a_global_arg(
     base = worker_context(tmp_path / "base")
     (base / "Dockerfile").write_text("FROM scratch\nCOPY busybox /bin/busybox\n")
     name = f"localhost/hr-base-{secrets.token_hex(3)}"
-    build_image(context=base, repository=f"{name}-{arch}", tags=["latest"], engine="buildah",
+    build_image(context=base, repository=f"{name}-{arch}", tags=["base"], engine="buildah",
                 push=False, env=buildah_env)  # fmt: skip
     context = worker_context(tmp_path / "ctx")
     (context / "Dockerfile").write_text(
-        f'FROM {name}-${{TARGETARCH}}\nRUN ["/bin/busybox", "echo", "on-the-base"]\n'
+        f'FROM {name}-${{TARGETARCH}}:base\nRUN ["/bin/busybox", "echo", "on-the-base"]\n'
     )
     built = build_image(
         context=context, repository="localhost/hr-derived", tags=["t"], engine="buildah",
@@ -505,7 +505,7 @@ def test_platform_arguments_reach_from_lines_without_a_global_arg(
     )  # fmt: skip
     assert built.image_id.startswith("sha256:")
     log = _messages(caplog)
-    assert any(re.search(rf"STEP 1/\d+: FROM {name}-{arch}$", line) for line in log), log
+    assert any(re.search(rf"STEP 1/\d+: FROM {name}-{arch}:base$", line) for line in log), log
     assert "hr-derived: on-the-base" in log
     assert (context / "Dockerfile").read_text().startswith("FROM "), "the file is left as it is"
 
