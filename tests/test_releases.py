@@ -18,7 +18,7 @@ import pytest
 
 from homelab_release.cli import main
 from homelab_release.demo import Sandbox
-from homelab_release.demo.example import create_example_repos
+from homelab_release.demo.example import BUILDAH_ONLY, create_example_repos
 from homelab_release.demo.sandbox import DockerEngine, LocalRegistry
 from homelab_release.errors import ConfigError, PromotionError, ReleaseError
 from homelab_release.git import ZERO_SHA, git
@@ -88,7 +88,12 @@ def released(
     tmp_path_factory: pytest.TempPathFactory, docker_engine: DockerEngine, registry: LocalRegistry
 ) -> Released:
     folder = tmp_path_factory.mktemp("released")
-    box = Sandbox(folder, docker_engine.host, registry, create_example_repos(folder / "repos"))
+    box = Sandbox(
+        folder,
+        docker_engine.host,
+        registry,
+        create_example_repos(folder / "repos", without=BUILDAH_ONLY),
+    )
     build(box, ZERO_SHA)
     first = tip(box)
     before = box.repos.head()
@@ -243,7 +248,12 @@ def rollback_box(
     tmp_path: Path, docker_engine: DockerEngine, registry: LocalRegistry
 ) -> tuple[Sandbox, list[str]]:
     """develop built three times (vote changed each time); its manifests commits, oldest first."""
-    box = Sandbox(tmp_path, docker_engine.host, registry, create_example_repos(tmp_path / "repos"))
+    box = Sandbox(
+        tmp_path,
+        docker_engine.host,
+        registry,
+        create_example_repos(tmp_path / "repos", without=BUILDAH_ONLY),
+    )
     build(box, ZERO_SHA)
     commits = [tip(box)]
     for version in (2, 3):
