@@ -118,11 +118,7 @@ RENAMED = SOURCE | {"develop_branch": "main", "promote_branches": "/^(stage|prod
         pytest.param(
             {}, {"CI_COMMIT_BRANCH": "", "CI_COMMIT_TAG": "v1.4.0"}, {"release"}, id="tag"
         ),
-        pytest.param(
-            {}, {"CI_COMMIT_BRANCH": "", "CI_COMMIT_TAG": "v1.4.0rc1"}, {"release"}, id="tag-rc"
-        ),
         pytest.param({}, {"CI_COMMIT_BRANCH": "", "CI_COMMIT_TAG": "v1.4"}, set(), id="tag-short"),
-        pytest.param({}, {"CI_COMMIT_BRANCH": "", "CI_COMMIT_TAG": "1.4.0"}, set(), id="tag-no-v"),
         pytest.param(
             SOURCE | {"release_tags": "/^release-/"},
             {"CI_COMMIT_BRANCH": "", "CI_COMMIT_TAG": "release-7"},

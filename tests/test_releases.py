@@ -243,17 +243,14 @@ def test_a_refused_retag_stops_before_the_commit_and_names_the_tags_made(
     git(tree, "push", "-q", "origin", f"HEAD:{BRANCH}")
 
 
-@pytest.fixture
-def rollback_box(
-    tmp_path: Path, docker_engine: DockerEngine, registry: LocalRegistry
+@pytest.fixture(scope="module")
+def built_three_times(
+    tmp_path_factory: pytest.TempPathFactory, docker_engine: DockerEngine, registry: LocalRegistry
 ) -> tuple[Sandbox, list[str]]:
     """develop built three times (vote changed each time); its manifests commits, oldest first."""
-    box = Sandbox(
-        tmp_path,
-        docker_engine.host,
-        registry,
-        create_example_repos(tmp_path / "repos", without=BUILDAH_ONLY),
-    )
+    folder = tmp_path_factory.mktemp("rollback")
+    repos = create_example_repos(folder / "repos", without=BUILDAH_ONLY)
+    box = Sandbox(folder, docker_engine.host, registry, repos)
     build(box, ZERO_SHA)
     commits = [tip(box)]
     for version in (2, 3):
@@ -266,7 +263,21 @@ def rollback_box(
     return box, commits
 
 
-def test_history_lists_the_states_with_trailers(
+@pytest.fixture
+def rollback_box(built_three_times: tuple[Sandbox, list[str]]) -> tuple[Sandbox, list[str]]:
+    """:func:`built_three_times` with the manifests branch back at the third build and no merge
+    request branch (the builds are shared; what a rollback test writes is undone)."""
+    box, commits = built_three_times
+    git(box.repos.remote, "update-ref", f"refs/heads/{BRANCH}", commits[2])
+    branches = git(
+        box.repos.remote, "for-each-ref", "--format=%(refname)", "refs/heads/homelab-release/"
+    )
+    for ref in branches.split():
+        git(box.repos.remote, "update-ref", "-d", ref)
+    return box, commits
+
+
+def test_history_lists_the_states_and_rollback_takes_only_those(
     rollback_box: tuple[Sandbox, list[str]],
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -289,6 +300,14 @@ def test_history_lists_the_states_with_trailers(
     text = capsys.readouterr().out
     assert f"{commits[2][:12]}  current" in text
     assert f"source {box.repos.head()[:12]}" in text
+    # a rollback target must be a state of that environment
+    before = tip(box)
+    other = git(box.repos.remote, "rev-parse", "develop").strip()  # a monorepo commit
+    with pytest.raises(RollbackError, match="is not a state of the stage overlay"):
+        rollback(box.repos.work, environment="stage", to=commits[1], env=env_of(box))
+    with pytest.raises(RollbackError, match="is not a state of the develop overlay"):
+        rollback(box.repos.work, environment="develop", to=other, env=env_of(box))
+    assert tip(box) == before
 
 
 def test_rollback_writes_the_old_state_as_a_new_commit(
@@ -306,38 +325,6 @@ def test_rollback_writes_the_old_state_as_a_new_commit(
     assert tag_digest(box, old["vote"], "latest") == old["vote"].digest, "latest follows"
     again = rollback(box.repos.work, environment="develop", to=commits[0][:10], env=env_of(box))
     assert again.commit is None, "already there: nothing to commit"
-
-
-def test_rollback_refuses_a_commit_that_is_not_a_state(
-    rollback_box: tuple[Sandbox, list[str]],
-) -> None:
-    box, commits = rollback_box
-    before = tip(box)
-    other = git(box.repos.remote, "rev-parse", "develop").strip()  # a monorepo commit
-    with pytest.raises(RollbackError, match="is not a state of the stage overlay"):
-        rollback(box.repos.work, environment="stage", to=commits[1], env=env_of(box))
-    with pytest.raises(RollbackError, match="is not a state of the develop overlay"):
-        rollback(box.repos.work, environment="develop", to=other, env=env_of(box))
-    assert tip(box) == before
-
-
-def test_rollback_refuses_when_an_image_is_gone(rollback_box: tuple[Sandbox, list[str]]) -> None:
-    box, commits = rollback_box
-    old = overlay(box, "develop", commits[0])["vote"]
-    assert old.new_name
-    assert old.digest
-    path = ImageRef.parse(old.new_name).path
-    request = urllib.request.Request(
-        f"http://{box.registry.address}/v2/{path}/manifests/{old.digest}", method="DELETE"
-    )
-    request.add_header("Authorization", box.registry.credentials.basic_header())
-    with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 (loopback)
-        assert answer.status == 202
-    before = tip(box)
-    with pytest.raises(RollbackError, match="gone from the registry") as refused:
-        rollback(box.repos.work, environment="develop", to=commits[0], env=env_of(box))
-    assert old.digest in str(refused.value)
-    assert tip(box) == before
 
 
 def test_promote_refuses_an_environment_that_takes_releases(released: Released) -> None:
@@ -410,3 +397,23 @@ def test_rollback_in_merge_request_mode_pushes_a_branch(
     assert overlay(box, "develop", proposed) == overlay(box, "develop", commits[1])
     assert result.latest == ()
     assert tag_digest(box, overlay(box, "develop")["vote"], "latest") == latest, "not merged yet"
+
+
+# last: it deletes an image of the first state, which the tests above restore
+def test_rollback_refuses_when_an_image_is_gone(rollback_box: tuple[Sandbox, list[str]]) -> None:
+    box, commits = rollback_box
+    old = overlay(box, "develop", commits[0])["vote"]
+    assert old.new_name
+    assert old.digest
+    path = ImageRef.parse(old.new_name).path
+    request = urllib.request.Request(
+        f"http://{box.registry.address}/v2/{path}/manifests/{old.digest}", method="DELETE"
+    )
+    request.add_header("Authorization", box.registry.credentials.basic_header())
+    with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 (loopback)
+        assert answer.status == 202
+    before = tip(box)
+    with pytest.raises(RollbackError, match="gone from the registry") as refused:
+        rollback(box.repos.work, environment="develop", to=commits[0], env=env_of(box))
+    assert old.digest in str(refused.value)
+    assert tip(box) == before
