@@ -40,7 +40,19 @@ __all__ = [
 
 log = logging.getLogger("homelab_release")
 
-COMMANDS = ("changes", "set_image", "build", "build_develop", "promote", "plan", "status", "demo")
+COMMANDS = (
+    "changes",
+    "set_image",
+    "build",
+    "build_develop",
+    "fan_out",
+    "build_service",
+    "publish_develop",
+    "promote",
+    "plan",
+    "status",
+    "demo",
+)
 LOG_NAME = "homelab-release.log"
 EXIT_ERROR = 1
 EXIT_UNEXPECTED = 3

@@ -5,16 +5,24 @@ changed, their images and entries; every problem that would stop a build is foun
 :func:`build_service` for each (build and push the commit tag), and :func:`publish_develop`
 (write every successful build into the environment's overlay in one commit, never replacing an
 image of a later commit). ``plan`` is a dry run of the same path.
+
+The child-pipeline strategy (:mod:`homelab_release.fanout`) runs the same steps in separate jobs:
+the parent plans, each build job builds one service of :func:`plan_services`, and the writer
+job hands every job's :class:`ServiceBuild` (read back with :meth:`ServiceBuild.from_record`)
+to :func:`publish_recorded` inside :func:`recorded`, as :func:`build_develop` does.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from homelab_release import git
 from homelab_release.build import CREATED_LABEL, BuildDurations, build_image, build_request
@@ -43,14 +51,19 @@ __all__ = [
     "BuildTarget",
     "DevelopPlan",
     "Publication",
+    "RunRecord",
     "ServiceBuild",
     "build_develop",
     "build_service",
     "build_services",
     "develop_entries",
     "plan_develop",
+    "plan_services",
     "publish_develop",
+    "publish_recorded",
+    "recorded",
     "require_overlay",
+    "service_target",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,12 +84,17 @@ class BuildTarget:
 
 @dataclass(frozen=True)
 class DevelopPlan:
-    """What a develop run builds, decided once: the change set, the image tag and the targets."""
+    """What a develop run builds, decided once: the change set, the image tag and the targets.
+
+    ``changed_files`` counts the changed files when ``changes`` does not list them (a plan
+    handed to a child pipeline carries the count, not the list); None when it does.
+    """
 
     environment: str
     changes: ChangeSet
     tag: str
     targets: tuple[BuildTarget, ...] = ()
+    changed_files: int | None = None
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -101,6 +119,77 @@ class ServiceBuild:
     def reference(self) -> str:
         """``repository:tag@digest`` of a successful build, else ''."""
         return f"{self.repository}:{self.tag}@{self.digest}" if self.ok else ""
+
+    def to_record(self) -> dict[str, Any]:
+        """The build as JSON-ready data (a child pipeline's ``built/<service>.json``)."""
+        phases = self.durations
+        return {
+            "service": self.service,
+            "repository": self.repository,
+            "tag": self.tag,
+            "digest": self.digest,
+            "ok": self.ok,
+            "error": self.error,
+            "seconds": round(self.seconds, 3),
+            "phases": None
+            if phases is None
+            else {name: round(getattr(phases, name), 3) for name in _PHASES},
+        }
+
+    @classmethod
+    def from_record(cls, data: object, where: str) -> ServiceBuild:
+        """The build :meth:`to_record` wrote; a :class:`ReleaseError` naming ``where`` (the file)
+        and the field when ``data`` is not such a record."""
+        if not isinstance(data, dict):
+            raise ReleaseError(f"{where}: not a build record (a JSON object was expected)")
+        text = {key: _field(data, key, str, where) for key in _TEXT_FIELDS}
+        ok = _field(data, "ok", bool, where)
+        if ok and not (text["repository"] and text["tag"] and text["digest"]):
+            raise ReleaseError(f"{where}: a successful build needs repository, tag and digest")
+        seconds = _number(_field(data, "seconds", (int, float), where), "seconds", where)
+        phases = data.get("phases")
+        if phases is not None and not isinstance(phases, dict):
+            raise ReleaseError(f"{where}: phases must be an object or null")
+        durations = (
+            None
+            if phases is None
+            else BuildDurations(
+                **{
+                    name: _number(_field(phases, name, (int, float), where), name, where)
+                    for name in _PHASES
+                }
+            )
+        )
+        return cls(ok=ok, seconds=seconds, durations=durations, **text)
+
+
+_PHASES = ("cache_pull", "build", "push", "verify")
+_TEXT_FIELDS = ("service", "repository", "tag", "digest", "error")
+
+
+def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = data.get(key)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        shown = kind.__name__ if isinstance(kind, type) else "number"
+        raise ReleaseError(f"{where}: {key} must be a {shown}, not {_json_type(value)}")
+    return value
+
+
+def _number(value: float, key: str, where: str) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise ReleaseError(f"{where}: {key} must be a number of seconds, not {value}")
+    return float(value)
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of ``value``'s type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {str: "a string", int: "a number", float: "a number", list: "an array"}.get(
+        type(value), "an object"
+    )
 
 
 @dataclass(frozen=True)
@@ -150,29 +239,69 @@ def build_develop(
     go to ``report_dir`` (see :meth:`Workspace.report_folder`) on every exit, errors included.
     """
     ws = Workspace.open(repo, config, env)
-    folder = ws.report_folder(report_dir)
-    report = RunReport(environment)
-    try:
+    with recorded(ws.report_folder(report_dir), RunReport(environment)) as record:
         plan = plan_develop(ws, environment=environment, base=base, head=head)
-        report = replace(report, tag=plan.tag, changes=plan.changes, planned=plan.services)
+        record.note(tag=plan.tag, changes=plan.changes, planned=plan.services)
+        result = BuildDevelopResult(environment, plan.changes, plan.tag)
         if not plan.targets:
             log.info("no service changed: nothing to build")
-            result = BuildDevelopResult(environment, plan.changes, plan.tag)
         else:
             remote = ws.remote()
             with checkout(remote) as tree:
                 require_overlay(tree, ws.config.environment(environment), remote)
                 builds = build_services(ws, plan, workers=workers, engine=engine)
-                report = replace(report, builds=builds)
-                done = publish_develop(ws, plan, builds, tree=tree, remote=remote)
-            result = BuildDevelopResult(
-                environment, plan.changes, plan.tag, builds, done.edit, done.published, done.latest
-            )
+                result = publish_recorded(ws, plan, builds, record, tree=tree, remote=remote)
+    return replace(result, reports=record.paths)
+
+
+@dataclass
+class RunRecord:
+    """What a develop run knows so far (mutable on purpose): :func:`recorded` writes the
+    reports from it when the run ends, however it ends."""
+
+    report: RunReport
+    paths: tuple[Path, ...] = ()
+
+    def note(self, **changes: Any) -> None:
+        self.report = replace(self.report, **changes)
+
+
+@contextmanager
+def recorded(folder: Path, report: RunReport) -> Iterator[RunRecord]:
+    """Write ``build.env`` and ``release-report.json`` into ``folder`` when the block ends, from
+    what it noted; with the message of the :class:`ReleaseError` that ended it, if one did."""
+    record = RunRecord(report)
+    try:
+        yield record
     except ReleaseError as err:
-        write_reports(folder, replace(report, error=str(err)))
+        write_reports(folder, replace(record.report, error=str(err)))
         raise
-    paths = write_reports(folder, replace(report, commit=result.commit, latest=result.latest))
-    return replace(result, reports=paths)
+    record.paths = write_reports(folder, record.report)
+
+
+def publish_recorded(
+    ws: Workspace,
+    plan: DevelopPlan,
+    builds: Sequence[ServiceBuild],
+    record: RunRecord,
+    *,
+    tree: Path | None = None,
+    remote: ManifestsRemote | None = None,
+) -> BuildDevelopResult:
+    """:func:`publish_develop`, noting the builds, the commit and ``latest`` in ``record``."""
+    record.note(builds=tuple(builds))
+    done = publish_develop(ws, plan, builds, tree=tree, remote=remote)
+    commit = done.published.commit if done.published else None
+    record.note(commit=commit, latest=done.latest)
+    return BuildDevelopResult(
+        plan.environment,
+        plan.changes,
+        plan.tag,
+        tuple(builds),
+        done.edit,
+        done.published,
+        done.latest,
+    )
 
 
 # -- deciding ----------------------------------------------------------------------------------
@@ -191,6 +320,45 @@ def plan_develop(
     tag = ws.context.commit_sha or changes.head
     targets = tuple(_target(ws, ws.config.service(name)) for name in changes.services)
     return DevelopPlan(environment, changes, tag, targets)
+
+
+def plan_services(
+    ws: Workspace,
+    services: Sequence[str],
+    *,
+    environment: str = "develop",
+    tag: str | None = None,
+    head: str = "HEAD",
+    base: str | None = None,
+    reason: str = "",
+    changed_files: int | None = None,
+) -> DevelopPlan:
+    """A plan for the named services, decided elsewhere: no change detection.
+
+    A child pipeline's jobs plan this way with what the parent planned (its ``base``, ``head``,
+    ``reason`` and file count go to the reports). The tag is ``tag``, else ``CI_COMMIT_SHA``,
+    else the head commit.
+    """
+    ws.config.environment(environment)
+    head_sha = git.resolve(ws.root, head)
+    if head_sha is None:
+        raise ReleaseError(f"{head!r} is not a commit of {ws.root}; fetch it or pass another head")
+    names = tuple(dict.fromkeys(services))
+    targets = tuple(service_target(ws, name) for name in names)
+    changes = ChangeSet(base, head_sha, (), names, reason or "services named by the caller")
+    return DevelopPlan(
+        environment,
+        changes,
+        tag or ws.context.commit_sha or head_sha,
+        targets,
+        changed_files,
+    )
+
+
+def service_target(ws: Workspace, name: str) -> BuildTarget:
+    """What a build of the service called ``name`` needs (a :class:`ConfigError` names the
+    known services when there is none)."""
+    return _target(ws, ws.config.service(name))
 
 
 def _target(ws: Workspace, service: Service) -> BuildTarget:
