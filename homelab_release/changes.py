@@ -1,35 +1,52 @@
 """Which services changed between two commits, with GitLab's ``rules: changes:`` semantics.
 
-Three parts, kept apart so the pure ones can be table-tested:
+Globs are matched as GitLab matches them by :mod:`homelab_release.globs` (pure), and git runs in
+:mod:`homelab_release.git`; this module holds GitLab's rules for choosing the base:
 
-* **Globs** (pure): GitLab matches ``rules: changes:`` patterns with Ruby's
-  ``File.fnmatch?(glob, path, FNM_PATHNAME | FNM_DOTMATCH | FNM_EXTGLOB)``. This module translates
-  such a glob into a Python regular expression that gives the same answers: ``{a,b}`` braces are
-  expanded textually first (as Ruby does, nesting included), then ``*``, ``?`` and ``[...]`` never
-  match ``/``, ``**/`` at the start of a segment matches zero or more folders, any other ``**``
-  acts like ``*``, dotfiles match, ``\\`` escapes, ``[!a]``/``[^a]`` negate, a leading ``!`` is a
-  literal character and nothing is normalised. Each service's globs are compiled once.
-* **Git** (I/O): :func:`changed_files` lists the paths ``git diff-tree -r --no-renames`` reports,
-  so a deletion counts and a rename counts as a deletion plus an addition.
-* **Base selection**: from an explicit ``base`` (merge base with ``head``, GitLab's ``compare_to``)
-  or from GitLab's predefined ``CI_*`` variables, deepening a shallow clone within a bound.
+* an explicit ``base``: from the merge base of ``base`` and ``head`` (GitLab's ``compare_to``);
+* a merge request pipeline: from ``CI_MERGE_REQUEST_DIFF_BASE_SHA``; a push to an existing
+  branch: from ``CI_COMMIT_BEFORE_SHA`` (a direct tree diff, also after a force push);
+* anything else (new branch, tag, schedule, web, API, outside CI): from the merge base with the
+  default branch.
+
+A shallow clone is deepened within a bound (:data:`DEEPEN_STEPS`) and a missing base commit is
+fetched by SHA; when no base can be found, every service counts as changed and the reason says
+why. The common cases take one quick path (:func:`_at_once`); anything unusual goes the careful
+way (:func:`_careful`), which gives the same answer in more git processes.
 """
 
 from __future__ import annotations
 
-import bisect
-import functools
 import logging
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from homelab_release import git
 from homelab_release.config import ReleaseConfig, load_config
-from homelab_release.context import read_environment
-from homelab_release.errors import CommandError, ConfigError, GitError
+from homelab_release.context import CiContext, PipelineInfo
+from homelab_release.errors import ConfigError, GitError
+from homelab_release.git import changed_files
+from homelab_release.globs import (
+    GlobError,
+    Matcher,
+    compile_globs,
+    compile_services,
+    match_services,
+    matches_any,
+)
+
+__all__ = [
+    "BRANCH_FETCH_DEPTH",
+    "DEEPEN_STEPS",
+    "ChangeSet",
+    "base_from_env",
+    "changed_files",
+    "detect_changes",
+    "matches_any",
+    "pipeline_base",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,312 +54,8 @@ log = logging.getLogger(__name__)
 DEEPEN_STEPS: tuple[int, ...] = (50, 200, 1000)
 #: How deep the default branch is fetched into a shallow clone that lacks it.
 BRANCH_FETCH_DEPTH = 50
-#: Brace expansion beyond this many alternatives is refused (it would be a typo or an attack).
-MAX_BRACE_ALTERNATIVES = 1024
 
-_SHA = re.compile(r"^[0-9a-f]{40}$")
-_OBJECT_ID = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
-_ANY_TAIL = "(?:[^/]*/)*[^/]*"  # what ``**/*`` translates to: any rest of a path
-_MAX_CHAR = chr(0x10FFFF)
-
-
-# -- globs (pure) ----------------------------------------------------------------------------
-
-
-class GlobError(ValueError):
-    """A glob is malformed; the message says why and how to fix it."""
-
-
-def check_braces(pattern: str) -> None:
-    """Raise :class:`GlobError` when ``pattern`` is empty or has an unclosed ``{``.
-
-    Ruby never matches a glob with an unclosed ``{``, a silent trap, so it is refused here (write
-    ``\\{`` for a literal brace). A stray ``}`` is a literal character, as in Ruby.
-    """
-    if not pattern:
-        raise GlobError("empty pattern: remove it or write a glob such as 'dir/**/*'")
-    depth = 0
-    chars = iter(pattern)
-    for char in chars:
-        if char == "\\":
-            next(chars, None)
-        elif char == "{":
-            depth += 1
-        elif char == "}" and depth:
-            depth -= 1
-    if depth:
-        raise GlobError("unbalanced '{': close it with '}' or escape it as '\\{'")
-
-
-def expand_braces(pattern: str) -> list[str]:
-    """Expand ``{a,b}`` groups the way Ruby's ``ruby_brace_expand`` does (textually, nested)."""
-    lbrace, rbrace = _outer_group(pattern)
-    if lbrace < 0:
-        return [pattern]
-    if rbrace < 0:
-        return []  # Ruby: an unclosed group matches nothing
-    head, tail = pattern[:lbrace], pattern[rbrace + 1 :]
-    out: list[str] = []
-    for choice in _alternatives(pattern, lbrace, rbrace):
-        out.extend(expand_braces(head + choice + tail))
-        if len(out) > MAX_BRACE_ALTERNATIVES:
-            raise GlobError(f"braces expand to more than {MAX_BRACE_ALTERNATIVES} alternatives")
-    return out
-
-
-def _outer_group(pattern: str) -> tuple[int, int]:
-    """Positions of the first top-level ``{`` and its matching ``}`` (-1 when absent)."""
-    lbrace, nest, i = -1, 0, 0
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "{":
-            lbrace = i if nest == 0 else lbrace
-            nest += 1
-        elif char == "}" and lbrace >= 0:
-            nest -= 1
-            if nest == 0:
-                return lbrace, i
-        elif char == "\\":
-            i += 1
-        i += 1
-    return lbrace, -1
-
-
-def _alternatives(pattern: str, lbrace: int, rbrace: int) -> Iterable[str]:
-    """The comma-separated choices between ``lbrace`` and ``rbrace`` (nested groups kept whole)."""
-    p = lbrace
-    while p < rbrace:
-        p += 1
-        start, nest = p, 0
-        while p < rbrace and not (pattern[p] == "," and nest == 0):
-            nest += {"{": 1, "}": -1}.get(pattern[p], 0)
-            if pattern[p] == "\\":
-                p += 1
-                if p == rbrace:
-                    break
-            p += 1
-        yield pattern[start:p]
-
-
-@dataclass(frozen=True)
-class _Translation:
-    """One brace-free glob as a regex, plus the literal text every match starts with."""
-
-    prefix: str
-    regex: str
-    tail: str  # the regex after the prefix: "" for an exact path, _ANY_TAIL for "anything below"
-
-
-def translate(pattern: str) -> _Translation:
-    """Translate one brace-free glob into a regex with Ruby's FNM_PATHNAME|FNM_DOTMATCH rules."""
-    parts: list[str] = []
-    prefix: list[str] = []
-    i, segment_start = 0, True
-    while i < len(pattern):
-        if segment_start and pattern.startswith("**/", i):
-            while pattern.startswith("**/", i):
-                i += 3
-            parts.append("(?:[^/]*/)*")
-            continue
-        piece, i, literal = _token(pattern, i)
-        segment_start = literal == "/"
-        if literal is not None and len(parts) == len(prefix):
-            prefix.append(literal)
-        parts.append(piece)
-    literal_part = "".join(prefix)
-    return _Translation(literal_part, "".join(parts), "".join(parts[len(prefix) :]))
-
-
-def _token(pattern: str, i: int) -> tuple[str, int, str | None]:
-    """The regex for the element at ``i``, the next index and its literal character (if any)."""
-    char = pattern[i]
-    if char == "*":
-        while i < len(pattern) and pattern[i] == "*":
-            i += 1
-        return "[^/]*", i, None
-    if char == "?":
-        return "[^/]", i + 1, None
-    if char == "[":
-        return _bracket(pattern, i + 1)
-    if char == "\\":
-        i += 1
-        if i == len(pattern):
-            return "", i, ""  # a trailing backslash matches nothing more (as in Ruby)
-        char = pattern[i]
-    return re.escape(char), i + 1, char
-
-
-def _bracket(pattern: str, i: int) -> tuple[str, int, None]:
-    """Parse a bracket expression after its ``[`` like Ruby's ``bracket()``; never matches ``/``."""
-    end = len(pattern)
-    negate = i < end and pattern[i] in "!^"
-    i += negate
-    ranges: list[tuple[str, str]] = []
-    while i < end and pattern[i] != "]":
-        low, i = _bracket_char(pattern, i)
-        if i < end and pattern[i] == "-" and pattern[i + 1 : i + 2] != "]":
-            high, i = _bracket_char(pattern, i + 1)
-            ranges.append((low, high))
-        else:
-            ranges.append((low, low))
-        if i >= end:
-            break
-    if i >= end:
-        raise GlobError("unterminated '[': close it with ']' or escape it as '\\['")
-    return _class_regex(ranges, negate), i + 1, None
-
-
-def _bracket_char(pattern: str, i: int) -> tuple[str, int]:
-    if pattern[i : i + 1] == "\\":
-        i += 1
-    if i >= len(pattern):
-        raise GlobError("unterminated '[': close it with ']' or escape it as '\\['")
-    return pattern[i], i + 1
-
-
-def _class_regex(ranges: Sequence[tuple[str, str]], negate: bool) -> str:
-    """A character class for Ruby's ranges: ``[z-a]`` holds just ``z`` and ``a``; never ``/``."""
-    items: list[str] = []
-    for low, high in ranges:
-        if low <= high:
-            items.append(f"{re.escape(low)}-{re.escape(high)}")
-        else:
-            items.extend((re.escape(low), re.escape(high)))
-    body = "".join(items)
-    if negate:
-        return f"[^/{body}]"
-    if not items:
-        return "(?!)"
-    return f"(?!/)[{body}]"
-
-
-@dataclass(frozen=True)
-class Matcher:
-    """A set of globs compiled once: answers "does any of them match any of these paths?".
-
-    Each brace-free alternative is indexed by its literal prefix, so only the paths that start
-    with it (found by bisection in the sorted list) are looked at; ``dir/**/*`` and exact paths
-    need no regex at all. One bisection for the ``stem`` all the prefixes share (typically the
-    service's folder) rules out most services at once. The one regex for all the globs is
-    compiled on first use.
-    """
-
-    globs: tuple[str, ...]
-    alternatives: tuple[_Translation, ...]
-    pattern: str
-    stem: str = ""
-    _compiled: list[re.Pattern[str]] = field(default_factory=list, repr=False, compare=False)
-
-    @property
-    def regex(self) -> re.Pattern[str]:
-        """The combined regex (full match) of all the globs."""
-        if not self._compiled:
-            self._compiled.append(re.compile(self.pattern))
-        return self._compiled[0]
-
-    def matches_sorted(self, paths: Sequence[str]) -> bool:
-        """Whether any glob matches any of ``paths``, which must be sorted."""
-        end = len(paths)
-        lo = bisect.bisect_left(paths, self.stem)
-        if lo == end or not paths[lo].startswith(self.stem):
-            return False
-        for alt in self.alternatives:
-            lo = bisect.bisect_left(paths, alt.prefix)
-            if lo == end or not paths[lo].startswith(alt.prefix):
-                continue  # no path starts with the prefix: the usual case, one bisection
-            if alt.tail == _ANY_TAIL or (alt.tail == "" and paths[lo] == alt.prefix):
-                return True
-            if alt.tail and self._regex_matches(paths, lo, alt.prefix):
-                return True
-        return False
-
-    def _regex_matches(self, paths: Sequence[str], lo: int, prefix: str) -> bool:
-        if self.regex.fullmatch(paths[lo]):
-            return True  # often the first candidate matches: no need to find where they end
-        hi = _prefix_end(paths, lo, prefix)
-        return any(map(self.regex.fullmatch, paths[lo + 1 : hi]))
-
-
-def _prefix_end(paths: Sequence[str], lo: int, prefix: str) -> int:
-    """The end of the block of sorted ``paths`` that starts at ``lo`` and starts with ``prefix``."""
-    if not prefix:
-        return len(paths)
-    stem = prefix.rstrip(_MAX_CHAR)
-    if stem != prefix:  # only for paths holding U+10FFFF: walk the block
-        hi = lo
-        while hi < len(paths) and paths[hi].startswith(prefix):
-            hi += 1
-        return hi
-    successor = stem[:-1] + chr(ord(stem[-1]) + 1)  # just above every string starting with stem
-    return bisect.bisect_left(paths, successor, lo)
-
-
-def _translate_or_none(pattern: str) -> _Translation | None:
-    """A brace expansion that splits a bracket (``[a{b,c]}`` gives ``[ab``) never matches, as in Ruby."""
-    try:
-        return translate(pattern)
-    except GlobError:
-        return None
-
-
-@functools.lru_cache(maxsize=4096)
-def compile_globs(globs: tuple[str, ...]) -> Matcher:
-    """Compile ``globs`` once; :class:`GlobError` names the first malformed one."""
-    alternatives: list[_Translation] = []
-    for glob in globs:
-        try:
-            check_braces(glob)
-            translate(glob)  # refuses an unterminated '[' in the glob as written
-            alternatives.extend(filter(None, map(_translate_or_none, expand_braces(glob))))
-        except GlobError as err:
-            raise GlobError(f"pattern {glob!r}: {err}") from None
-    pattern = "|".join(dict.fromkeys(a.regex for a in alternatives)) or "(?!)"
-    stem = _common_prefix([a.prefix for a in alternatives])
-    return Matcher(globs, tuple(alternatives), pattern, stem)
-
-
-def _common_prefix(texts: Sequence[str]) -> str:
-    """The longest string that every one of ``texts`` starts with ("" when there are none)."""
-    if not texts:
-        return ""
-    low, high = min(texts), max(texts)  # the first and last share what all of them share
-    end = next((i for i, (a, b) in enumerate(zip(low, high, strict=False)) if a != b), len(low))
-    return low[:end]
-
-
-def matches_any(globs: Iterable[str], paths: Iterable[str]) -> bool:
-    """True when any of ``globs`` matches any of ``paths``, exactly as GitLab's ``rules: changes:``.
-
-    Raises :class:`~homelab_release.errors.ConfigError` for an empty or malformed glob.
-    """
-    try:
-        matcher = compile_globs(tuple(globs))
-    except GlobError as err:
-        raise ConfigError(str(err)) from None
-    return matcher.matches_sorted(sorted(paths))
-
-
-def compile_services(services: Mapping[str, Sequence[str]], where: str) -> dict[str, Matcher]:
-    """Compile each service's globs; :class:`ConfigError` names ``where``, the service and glob."""
-    compiled: dict[str, Matcher] = {}
-    for name, globs in services.items():
-        if isinstance(globs, str):
-            raise ConfigError(
-                f"{where}: services.{name}.paths must be a list of globs, not a string"
-            )
-        try:
-            compiled[name] = compile_globs(tuple(globs))
-        except GlobError as err:
-            raise ConfigError(f"{where}: services.{name}.paths: {err}") from None
-    return compiled
-
-
-def match_services(matchers: Mapping[str, Matcher], files: Sequence[str]) -> tuple[str, ...]:
-    """The sorted names of the services whose globs match any of the sorted ``files``."""
-    return tuple(sorted(name for name, m in matchers.items() if m.matches_sorted(files)))
-
-
-# -- git (I/O) -------------------------------------------------------------------------------
+_GIVE_UP = "every service counts as changed"
 
 
 @dataclass(frozen=True)
@@ -356,376 +69,6 @@ class ChangeSet:
     reason: str  # one line: which comparison was made, and why
 
 
-def changed_files(repo: Path | str, base: str, head: str) -> tuple[str, ...]:
-    """The sorted paths that differ between ``base`` and ``head`` (deletions and both sides of a
-    rename included), as ``git diff-tree -r --no-renames`` lists them."""
-    return _diff_tree(repo, base, head)
-
-
-def _diff_tree(repo: Path | str, base: str, head: str, *options: str) -> tuple[str, ...]:
-    out = git.git(
-        repo, "diff-tree", "-r", "--no-renames", "--name-only", "-z", *options, "--end-of-options",
-        base, head,
-    )  # fmt: skip
-    return tuple(sorted(filter(None, out.split("\0"))))
-
-
-def _try_diff_tree(repo: Path | str, base: str, head: str, *options: str) -> tuple[str, ...] | None:
-    """:func:`_diff_tree`, or None when git refuses (a missing commit, no single merge base)."""
-    try:
-        return _diff_tree(repo, base, head, *options)
-    except CommandError:
-        return None
-
-
-@dataclass(frozen=True)
-class _Base:
-    sha: str | None
-    reason: str
-    files: tuple[str, ...] | None = None  # already listed, when known
-
-
-def _rev_parse(repo: Path | str, *args: str) -> list[str] | None:
-    """The lines ``git rev-parse ARGS`` prints, or None when it fails."""
-    try:
-        return git.git(repo, "rev-parse", *args).split()
-    except CommandError:
-        return None
-
-
-def _resolve_all(repo: Path | str, refs: Sequence[str]) -> list[str | None]:
-    """The commits ``refs`` name (None where one names none), asked in one git process when all
-    of them do (the common case), one by one otherwise."""
-    if not any(ref.startswith("-") for ref in refs):
-        out = _rev_parse(repo, *(f"{ref}^{{commit}}" for ref in refs)) or []
-        if len(out) == len(refs) and all(map(_OBJECT_ID.match, out)):
-            return list(out)
-    return [git.resolve(repo, ref) for ref in refs]
-
-
-def _require_commits(repo: Path | str, refs: Mapping[str, str]) -> dict[str, str]:
-    """The SHA of each ``{role: ref}``; fetches a missing SHA, else :class:`GitError` naming it."""
-    resolved = _resolve_all(repo, list(refs.values()))
-    return {
-        role: sha or _require_commit(repo, ref, role)
-        for (role, ref), sha in zip(refs.items(), resolved, strict=True)
-    }
-
-
-def _short(sha: str) -> str:
-    return sha[:12]
-
-
-def _require_commit(repo: Path | str, ref: str, role: str) -> str:
-    """The SHA of ``ref``; :class:`GitError` naming it (or the missing repository) otherwise."""
-    sha = git.resolve(repo, ref)
-    if sha is None:
-        git.toplevel(repo)  # raises when ``repo`` is not a git work tree at all
-        sha = _fetch_commit(repo, ref)
-    if sha is None:
-        raise GitError(
-            f"{role} {ref!r} does not name a commit in {repo}; "
-            f"pass an existing branch, tag or SHA as --{role} (in a shallow clone, fetch it first)"
-        )
-    return sha
-
-
-def _remote(repo: Path | str) -> str | None:
-    """The remote to fetch from: ``origin`` when it exists, else the first one, else None."""
-    remotes = git.git(repo, "remote").split()
-    return "origin" if "origin" in remotes else next(iter(remotes), None)
-
-
-def _fetch(repo: Path | str, options: Sequence[str], refs: Sequence[str] = ()) -> bool:
-    """``git fetch --no-tags OPTIONS REMOTE REFS``; False (logged) when it fails or there is no remote."""
-    remote = _remote(repo)
-    if remote is None:
-        return False
-    try:
-        git.git(repo, "fetch", "--quiet", "--no-tags", *options, remote, *refs)
-    except CommandError as err:
-        log.debug("fetch from %s failed: %s", remote, err)
-        return False
-    return True
-
-
-def _fetch_commit(repo: Path | str, ref: str) -> str | None:
-    """Fetch the commit ``ref`` (a full SHA) from the remote; its SHA when that worked."""
-    if not _SHA.match(ref):
-        return None
-    depth = ("--depth=1",) if git.is_shallow(repo) else ()
-    log.info("commit %s is not in the clone; fetching it", _short(ref))
-    return git.resolve(repo, ref) if _fetch(repo, depth, [ref]) else None
-
-
-def _deepened(repo: Path | str, probe: Callable[[], str | None], *wants: str) -> str | None:
-    """``probe()``, retried after deepening a shallow clone by each of :data:`DEEPEN_STEPS`."""
-    result = probe()
-    for step in DEEPEN_STEPS:
-        if result is not None or not git.is_shallow(repo):
-            break
-        log.info("shallow clone: deepening by %d commits", step)
-        deepen = [f"--deepen={step}"]
-        if not (_fetch(repo, deepen, wants) or _fetch(repo, deepen)):
-            break
-        result = probe()
-    return result
-
-
-def _try_merge_base(repo: Path | str, one: str, two: str) -> str | None:
-    try:
-        return git.git(repo, "merge-base", one, two).strip() or None
-    except CommandError:
-        return None
-
-
-def _merge_base(repo: Path | str, one: str, two: str) -> str | None:
-    """The merge base of two commits, deepening a shallow clone as needed; None when none."""
-    return _deepened(repo, lambda: _try_merge_base(repo, one, two), one, two)
-
-
-_GIVE_UP = "every service counts as changed"
-_BOUND = f"deepening the clone by up to {sum(DEEPEN_STEPS)} commits"
-
-
-def _explicit_base(repo: Path | str, ref: str, head: str) -> tuple[str, _Base]:
-    """GitLab's ``compare_to``: from the merge base of ``ref`` and ``head``; returns head's SHA."""
-    return _explicit_at_once(repo, ref, head) or _explicit_careful(repo, ref, head)
-
-
-def _explicit_at_once(repo: Path | str, ref: str, head: str) -> tuple[str, _Base] | None:
-    """The common case of :func:`_explicit_base` in as few git processes as possible, else None.
-
-    One ``git rev-parse BASE...HEAD`` names head's commit and the merge bases. When both refs are
-    full SHAs (nothing can move them), ``git diff-tree --merge-base`` runs alongside it on the
-    same commits (peeling tags as rev-parse does). Anything unusual (a ref that does not
-    resolve, no merge base or several) is left to :func:`_explicit_careful`.
-    """
-    if any(r.startswith("-") or ".." in r for r in (ref, head)):
-        return None
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        early = None
-        if _SHA.match(ref) and _SHA.match(head):
-            early = pool.submit(_try_diff_tree, repo, ref, head, "--merge-base")
-        found = _symmetric_difference(repo, ref, head)
-        files = early.result() if early else None
-    if found is None:
-        return None
-    head_sha, merge_base = found
-    return head_sha, _Base(merge_base, _explicit_reason(ref, merge_base, head_sha), files)
-
-
-def _symmetric_difference(repo: Path | str, ref: str, head: str) -> tuple[str, str] | None:
-    """Head's commit and its one merge base with ``ref``, from ``git rev-parse BASE...HEAD``
-    (which prints head, base, then ``^`` and each merge base); None unless there is exactly one."""
-    lines = _rev_parse(repo, f"{ref}^{{commit}}...{head}^{{commit}}")
-    if lines is None or len(lines) != 3 or not lines[2].startswith("^"):
-        return None
-    head_sha, merge_base = lines[0], lines[2][1:]
-    if not all(map(_OBJECT_ID.match, (head_sha, lines[1], merge_base))):
-        return None
-    return head_sha, merge_base
-
-
-def _explicit_careful(repo: Path | str, ref: str, head: str) -> tuple[str, _Base]:
-    """:func:`_explicit_base` step by step: fetches a missing base commit, deepens a shallow
-    clone, names a ref that does not resolve and says when there is no common ancestor."""
-    shas = _require_commits(repo, {"head": head, "base": ref})
-    sha, head = shas["base"], shas["head"]
-    merge_base = _merge_base(repo, sha, head)
-    if merge_base is None:
-        return head, _Base(
-            None, f"base {ref} and head {_short(head)} have no common ancestor; {_GIVE_UP}"
-        )
-    return head, _Base(merge_base, _explicit_reason(ref, merge_base, head))
-
-
-def _explicit_reason(ref: str, merge_base: str, head: str) -> str:
-    return (
-        f"compared the merge base {_short(merge_base)} of {ref} and head {_short(head)} "
-        "with the head (explicit base)"
-    )
-
-
-def _direct_base(
-    repo: Path | str, head: str, kind: str, variable: str, sha: str, *, known: str | None
-) -> _Base:
-    """A tree diff from the commit a CI variable names (``known`` when already resolved),
-    fetched or deepened into reach."""
-    found = (
-        known
-        or git.resolve(repo, sha)
-        or _fetch_commit(repo, sha)
-        or _deepened(repo, lambda: git.resolve(repo, sha), head)
-    )
-    if found is None:
-        return _Base(
-            None,
-            f"{kind}: {variable} {_short(sha)} is not in the clone, even after fetching it and "
-            f"{_BOUND}; {_GIVE_UP}",
-        )
-    return _Base(found, _direct_reason(kind, variable, found, head))
-
-
-def _direct_reason(kind: str, variable: str, base: str, head: str) -> str:
-    return f"{kind}: compared {variable} {_short(base)} with head {_short(head)}"
-
-
-def _direct_at_once(
-    repo: Path | str, head: str, env: Mapping[str, str]
-) -> tuple[str, _Base] | None:
-    """A push or merge request pipeline's comparison with the diff and the resolution of both
-    commits run side by side; None (the step-by-step path takes over) unless it is sure.
-
-    The diff is made between full SHAs: the CI variable's and head's, ``head`` itself or, for
-    ``HEAD``, ``CI_COMMIT_SHA`` (what GitLab checks out). It counts only when ``git rev-parse``
-    confirms that both name those very commits.
-    """
-    direct = _env_commit(env)
-    guess = head if _SHA.match(head) else env.get("CI_COMMIT_SHA", "") if head == "HEAD" else ""
-    if direct is None or not (_SHA.match(direct[2]) and _SHA.match(guess)):
-        return None
-    kind, variable, sha = direct
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        diff = pool.submit(_try_diff_tree, repo, sha, guess)
-        resolved = _rev_parse(repo, f"{head}^{{commit}}", f"{sha}^{{commit}}")
-        files = diff.result()
-    if files is None or resolved != [guess, sha]:
-        return None
-    return guess, _Base(sha, _direct_reason(kind, variable, sha, guess), files)
-
-
-def _pipeline_kind(env: Mapping[str, str]) -> str:
-    """How to name the pipeline in the reason line."""
-    if env.get("CI_COMMIT_TAG"):
-        return f"tag pipeline ({env['CI_COMMIT_TAG']})"
-    source = env.get("CI_PIPELINE_SOURCE", "")
-    if source and source != "push":
-        return f"{source} pipeline"
-    if source or env.get("GITLAB_CI"):
-        return "new branch pipeline (CI_COMMIT_BEFORE_SHA is all zeros)"
-    return "outside CI"
-
-
-def _branch(repo: Path | str, name: str) -> tuple[str, str] | None:
-    """``name`` as a remote-tracking or local branch, fetched from the remote if need be."""
-    remote = _remote(repo) or "origin"
-    for ref in (f"refs/remotes/{remote}/{name}", f"refs/heads/{name}"):
-        sha = git.resolve(repo, ref)
-        if sha is not None:
-            return ref.removeprefix("refs/remotes/").removeprefix("refs/heads/"), sha
-    depth = (f"--depth={BRANCH_FETCH_DEPTH}",) if git.is_shallow(repo) else ()
-    tracking = f"refs/remotes/{remote}/{name}"
-    if _fetch(repo, depth, [f"+refs/heads/{name}:{tracking}"]):
-        sha = git.resolve(repo, tracking)
-        return (f"{remote}/{name}", sha) if sha else None
-    return None
-
-
-def _default_branch(
-    repo: Path | str, env: Mapping[str, str], configured: str
-) -> tuple[str, str] | None:
-    """changes.default_branch, else CI_DEFAULT_BRANCH, else origin/HEAD, else main or master."""
-    for name in filter(None, (configured, env.get("CI_DEFAULT_BRANCH", ""))):
-        found = _branch(repo, name)
-        if found:
-            return found
-    origin_head = git.resolve(repo, "refs/remotes/origin/HEAD")
-    if origin_head:
-        return "origin/HEAD", origin_head
-    for name in ("main", "master"):
-        for ref in (f"refs/remotes/origin/{name}", f"refs/heads/{name}"):
-            sha = git.resolve(repo, ref)
-            if sha:
-                return ref.removeprefix("refs/remotes/").removeprefix("refs/heads/"), sha
-    return None
-
-
-def _default_branch_base(
-    repo: Path | str, head: str, env: Mapping[str, str], configured: str
-) -> _Base:
-    kind = _pipeline_kind(env)
-    branch = _default_branch(repo, env, configured)
-    if branch is None:
-        return _Base(
-            None,
-            f"{kind}: no default branch to compare with (set CI_DEFAULT_BRANCH or "
-            f"changes.default_branch, or fetch main); {_GIVE_UP}",
-        )
-    name, sha = branch
-    merge_base = _merge_base(repo, sha, head)
-    if merge_base is None:
-        return _Base(
-            None,
-            f"{kind}: head {_short(head)} has no merge base with {name}, even after {_BOUND}; "
-            f"{_GIVE_UP}",
-        )
-    if merge_base == head and _is_first_push_of(name, env):
-        # The first push of the default branch itself: no earlier commit says what is new.
-        return _Base(
-            None,
-            f"{kind}: head {_short(head)} is the tip of {name}, so nothing earlier is known to "
-            f"be deployed; {_GIVE_UP}",
-        )
-    return _Base(
-        merge_base,
-        f"{kind}: compared the merge base {_short(merge_base)} with {name} to head {_short(head)}",
-    )
-
-
-def _is_first_push_of(default_branch: str, env: Mapping[str, str]) -> bool:
-    """A push creating the default branch itself (a new feature branch at its tip is not)."""
-    before = env.get("CI_COMMIT_BEFORE_SHA")
-    branch = env.get("CI_COMMIT_BRANCH", "")
-    return (
-        before is not None
-        and not before.strip("0")
-        and env.get("CI_PIPELINE_SOURCE", "push") == "push"
-        and not env.get("CI_COMMIT_TAG")
-        and branch != ""
-        and (default_branch == branch or default_branch.endswith(f"/{branch}"))
-    )
-
-
-def base_from_env(
-    repo: Path | str, head: str, env: Mapping[str, str] | None = None, default_branch: str = ""
-) -> tuple[str | None, str]:
-    """The base commit GitLab's predefined variables call for, and the reason line.
-
-    Merge request pipelines compare from ``CI_MERGE_REQUEST_DIFF_BASE_SHA``, pushes to an existing
-    branch from ``CI_COMMIT_BEFORE_SHA`` (a direct tree diff, also after a force push); anything
-    else (new branch, tag, schedule, web, API, outside CI) from the merge base with the default
-    branch. The SHA is None, and the reason says why, when no base can be found.
-    """
-    env = read_environment(env)
-    _, found = _env_base(repo, head, env, default_branch)
-    return found.sha, found.reason
-
-
-def _env_commit(env: Mapping[str, str]) -> tuple[str, str, str] | None:
-    """The pipeline kind, variable and SHA of a direct comparison, when the variables give one."""
-    merge_request = env.get("CI_MERGE_REQUEST_DIFF_BASE_SHA", "")
-    if merge_request:
-        return "merge request pipeline", "CI_MERGE_REQUEST_DIFF_BASE_SHA", merge_request
-    before = env.get("CI_COMMIT_BEFORE_SHA", "")
-    if before.strip("0"):
-        return "push pipeline", "CI_COMMIT_BEFORE_SHA", before
-    return None
-
-
-def _env_base(
-    repo: Path | str, head: str, env: Mapping[str, str], default_branch: str
-) -> tuple[str, _Base]:
-    """Resolve ``head`` (with the CI variable's commit, in one process); return its SHA and base."""
-    direct = _env_commit(env)
-    refs = [head, direct[2]] if direct else [head]
-    resolved = _resolve_all(repo, refs)
-    head = resolved[0] or _require_commit(repo, head, "head")
-    if direct:
-        return head, _direct_base(repo, head, *direct, known=resolved[1])
-    return head, _default_branch_base(repo, head, env, default_branch)
-
-
 # -- detect_changes --------------------------------------------------------------------------
 
 
@@ -737,16 +80,21 @@ def detect_changes(
     services: Mapping[str, Sequence[str]] | None = None,
     config: ReleaseConfig | None = None,
     env: Mapping[str, str] | None = None,
+    pipeline: PipelineInfo | None = None,
 ) -> ChangeSet:
     """The services whose files changed between ``base`` and ``head``, as GitLab would say.
 
     ``services`` maps names to GitLab ``rules: changes:`` globs; when None they come from
     ``config`` (loaded from ``repo`` when None too), whose ``changes.always`` globs mark every
     service as changed. With ``base`` the comparison starts at the merge base of ``base`` and
-    ``head``; without, the base follows GitLab's ``CI_*`` variables (see :func:`base_from_env`).
-    When no base can be found, every service counts as changed and ``reason`` says why.
+    ``head``; without, the base follows the pipeline's variables (see :func:`pipeline_base`):
+    ``pipeline`` when the caller has read them already, else read from ``env`` (default: the
+    process environment). When no base can be found, every service counts as changed and
+    ``reason`` says why.
     """
-    env = read_environment(env)
+    if pipeline is None:
+        context = CiContext.from_env(env)
+        pipeline, env = context.pipeline, context.variables
     if services is None:
         config = config or load_config(git.toplevel(repo), env)
         services = {s.name: s.paths for s in config.services}
@@ -757,13 +105,32 @@ def detect_changes(
             )
     matchers = compile_services(services, config.where if config else "services")
     always = _always(config)
-    if base is not None:
-        head_sha, found = _explicit_base(repo, base, head)
-    else:
-        head_sha, found = _direct_at_once(repo, head, env) or _env_base(
-            repo, head, env, config.default_branch if config else ""
-        )
+    default_branch = config.default_branch if config else ""
+    head_sha, found = _choose(repo, base, head, pipeline, default_branch)
     return _change_set(repo, found, head_sha, matchers, always)
+
+
+def pipeline_base(
+    repo: Path | str, head: str, pipeline: PipelineInfo, default_branch: str = ""
+) -> tuple[str | None, str]:
+    """The base commit GitLab's rules call for in ``pipeline``, and the reason line.
+
+    Merge request pipelines compare from ``CI_MERGE_REQUEST_DIFF_BASE_SHA``, pushes to an existing
+    branch from ``CI_COMMIT_BEFORE_SHA`` (a direct tree diff, also after a force push); anything
+    else (new branch, tag, schedule, web, API, outside CI) from the merge base with the default
+    branch (``default_branch``, else ``CI_DEFAULT_BRANCH``, else the remote's HEAD, main or
+    master). The SHA is None, and the reason says why, when no base can be found.
+    """
+    _, found = _choose(repo, None, head, pipeline, default_branch)
+    return found.sha, found.reason
+
+
+def base_from_env(
+    repo: Path | str, head: str, env: Mapping[str, str] | None = None, default_branch: str = ""
+) -> tuple[str | None, str]:
+    """:func:`pipeline_base` with the pipeline read from ``env`` (default: the process
+    environment) through :class:`~homelab_release.context.CiContext`."""
+    return pipeline_base(repo, head, CiContext.from_env(env).pipeline, default_branch)
 
 
 def _always(config: ReleaseConfig | None) -> Matcher | None:
@@ -792,3 +159,288 @@ def _change_set(
         reason = f"{found.reason}; {trigger} matches changes.always, so {_GIVE_UP}"
         return ChangeSet(found.sha, head, files, everything, reason)
     return ChangeSet(found.sha, head, files, match_services(matchers, files), found.reason)
+
+
+# -- what the rules ask for (pure) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Want:
+    """The comparison GitLab's rules ask for, before git is asked anything."""
+
+    ref: str  # an explicit base or a CI variable's SHA; "" for the default branch's merge base
+    merge_base: bool  # from the merge base of ``ref`` and head (an explicit base)
+    kind: str  # how the reason line names the pipeline
+    variable: str = ""  # the CI variable that named ``ref``
+
+    def reason(self, base: str, head: str) -> str:
+        """The reason line of a comparison from ``base`` to ``head`` that was found."""
+        if self.merge_base:
+            return (
+                f"compared the merge base {_short(base)} of {self.ref} and head {_short(head)} "
+                "with the head (explicit base)"
+            )
+        return f"{self.kind}: compared {self.variable} {_short(base)} with head {_short(head)}"
+
+
+def _want(base: str | None, pipeline: PipelineInfo) -> _Want:
+    if base is not None:
+        return _Want(base, merge_base=True, kind="explicit base")
+    if pipeline.merge_request_base:
+        return _Want(
+            pipeline.merge_request_base,
+            merge_base=False,
+            kind="merge request pipeline",
+            variable="CI_MERGE_REQUEST_DIFF_BASE_SHA",
+        )
+    before = pipeline.before_sha or ""
+    if before.strip("0"):
+        return _Want(before, False, "push pipeline", "CI_COMMIT_BEFORE_SHA")
+    return _Want("", False, _pipeline_kind(pipeline))
+
+
+def _pipeline_kind(pipeline: PipelineInfo) -> str:
+    """How to name a pipeline that compares with the default branch in the reason line."""
+    if pipeline.commit_tag:
+        return f"tag pipeline ({pipeline.commit_tag})"
+    if pipeline.source and pipeline.source != "push":
+        return f"{pipeline.source} pipeline"
+    if pipeline.source or pipeline.in_gitlab:
+        return "new branch pipeline (CI_COMMIT_BEFORE_SHA is all zeros)"
+    return "outside CI"
+
+
+def _head_guess(head: str, pipeline: PipelineInfo) -> str:
+    """The full SHA ``head`` most likely names, "" when unknown: ``head`` itself, or for ``HEAD``
+    the ``CI_COMMIT_SHA`` that GitLab checks out."""
+    if git.is_commit_sha(head):
+        return head
+    return pipeline.commit_sha if head == "HEAD" and git.is_commit_sha(pipeline.commit_sha) else ""
+
+
+def _is_first_push_of(default_branch: str, pipeline: PipelineInfo) -> bool:
+    """A push creating the default branch itself (a new feature branch at its tip is not)."""
+    branch = pipeline.commit_branch
+    return (
+        pipeline.before_sha is not None
+        and not pipeline.before_sha.strip("0")
+        and pipeline.source in ("", "push")
+        and not pipeline.commit_tag
+        and branch != ""
+        and (default_branch == branch or default_branch.endswith(f"/{branch}"))
+    )
+
+
+def _short(sha: str) -> str:
+    return sha[:12]
+
+
+# -- finding the base ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Base:
+    sha: str | None
+    reason: str
+    files: tuple[str, ...] | None = None  # already listed, when known
+
+
+def _choose(
+    repo: Path | str, base: str | None, head: str, pipeline: PipelineInfo, default_branch: str
+) -> tuple[str, _Base]:
+    """Head's SHA and the base to compare it with."""
+    want = _want(base, pipeline)
+    return _at_once(repo, want, head, _head_guess(head, pipeline)) or _careful(
+        repo, want, head, pipeline, default_branch
+    )
+
+
+def _at_once(repo: Path | str, want: _Want, head: str, guess: str) -> tuple[str, _Base] | None:
+    """The common cases in as few git processes as possible; None when anything is unusual.
+
+    One ``git rev-parse`` names head's and the base's commits (for an explicit base, also the
+    merge bases). When the base is a full SHA and ``guess`` names head's commit, the diff runs
+    alongside it, and counts only when ``rev-parse`` confirms that both SHAs name those very
+    commits. A ref that names no commit, no merge base or several: None, and :func:`_careful`
+    takes over.
+    """
+    if not want.ref:
+        return None
+    files = None
+    if git.is_commit_sha(want.ref) and guess:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            diff = pool.submit(
+                git.try_changed_files, repo, want.ref, guess, merge_base=want.merge_base
+            )
+            pair = git.resolve_pair(repo, want.ref, head, merge_bases=want.merge_base)
+            files = diff.result()
+    else:
+        pair = git.resolve_pair(repo, want.ref, head, merge_bases=want.merge_base)
+    if pair is None or (want.merge_base and len(pair.merge_bases) != 1):
+        return None
+    if (pair.base, pair.head) != (want.ref, guess):
+        files = None  # the diff was not of these commits
+    base = pair.merge_bases[0] if want.merge_base else pair.base
+    return pair.head, _Base(base, want.reason(base, pair.head), files)
+
+
+def _careful(
+    repo: Path | str, want: _Want, head: str, pipeline: PipelineInfo, default_branch: str
+) -> tuple[str, _Base]:
+    """Head's SHA and the base step by step: names a ref that does not resolve, fetches a missing
+    base commit, deepens a shallow clone and says when there is no common ancestor."""
+    if want.merge_base:
+        return _explicit_base(repo, want, head)
+    refs = [head, want.ref] if want.ref else [head]
+    resolved = git.resolve_all(repo, refs)
+    head_sha = resolved[0] or _fetched_or_error(repo, head, "head")
+    if want.ref:
+        return head_sha, _direct_base(repo, want, head_sha, known=resolved[1])
+    return head_sha, _default_branch_base(repo, head_sha, want.kind, pipeline, default_branch)
+
+
+def _explicit_base(repo: Path | str, want: _Want, head: str) -> tuple[str, _Base]:
+    """GitLab's ``compare_to``: from the merge base of ``want.ref`` and ``head``."""
+    head_found, base_found = git.resolve_all(repo, [head, want.ref])
+    head_sha = head_found or _fetched_or_error(repo, head, "head")
+    base_sha = base_found or _fetched_or_error(repo, want.ref, "base")
+    found = _merge_base(repo, base_sha, head_sha)
+    if found is None:
+        reason = f"base {want.ref} and head {_short(head_sha)} have no common ancestor; {_GIVE_UP}"
+        return head_sha, _Base(None, reason)
+    return head_sha, _Base(found, want.reason(found, head_sha))
+
+
+def _direct_base(repo: Path | str, want: _Want, head: str, *, known: str | None) -> _Base:
+    """A tree diff from the commit a CI variable names (``known`` when it resolved already),
+    fetched or deepened into reach."""
+    found = (
+        known
+        or _fetch_commit(repo, want.ref)
+        or _deepened(repo, lambda: git.resolve(repo, want.ref), head)
+    )
+    if found is None:
+        return _Base(
+            None,
+            f"{want.kind}: {want.variable} {_short(want.ref)} is not in the clone, even after "
+            f"fetching it and {_deepening()}; {_GIVE_UP}",
+        )
+    return _Base(found, want.reason(found, head))
+
+
+def _default_branch_base(
+    repo: Path | str, head: str, kind: str, pipeline: PipelineInfo, configured: str
+) -> _Base:
+    branch = _default_branch(repo, (configured, pipeline.default_branch))
+    if branch is None:
+        return _Base(
+            None,
+            f"{kind}: no default branch to compare with (set CI_DEFAULT_BRANCH or "
+            f"changes.default_branch, or fetch main); {_GIVE_UP}",
+        )
+    name, sha = branch
+    merge_base = _merge_base(repo, sha, head)
+    if merge_base is None:
+        return _Base(
+            None,
+            f"{kind}: head {_short(head)} has no merge base with {name}, even after "
+            f"{_deepening()}; {_GIVE_UP}",
+        )
+    if merge_base == head and _is_first_push_of(name, pipeline):
+        # The first push of the default branch itself: no earlier commit says what is new.
+        return _Base(
+            None,
+            f"{kind}: head {_short(head)} is the tip of {name}, so nothing earlier is known to "
+            f"be deployed; {_GIVE_UP}",
+        )
+    return _Base(
+        merge_base,
+        f"{kind}: compared the merge base {_short(merge_base)} with {name} to head {_short(head)}",
+    )
+
+
+def _default_branch(repo: Path | str, named: Sequence[str]) -> tuple[str, str] | None:
+    """The first of the branches ``named`` (changes.default_branch, CI_DEFAULT_BRANCH) that is
+    found, else the remote's HEAD, else main or master: its short name and SHA."""
+    remote = git.remote_name(repo)
+    for name in filter(None, named):
+        found = _branch(repo, remote, name)
+        if found:
+            return found
+    remote_head = [f"refs/remotes/{remote}/HEAD"] if remote else []
+    fallbacks = remote_head + _branch_refs(remote, "main") + _branch_refs(remote, "master")
+    return _first_resolved(repo, fallbacks)
+
+
+def _branch(repo: Path | str, remote: str | None, name: str) -> tuple[str, str] | None:
+    """``name`` as a remote-tracking or local branch, fetched from the remote if need be."""
+    found = _first_resolved(repo, _branch_refs(remote, name))
+    if found or remote is None:
+        return found
+    tracking = f"refs/remotes/{remote}/{name}"
+    depth = BRANCH_FETCH_DEPTH if git.is_shallow(repo) else None
+    if git.fetch(repo, [f"+refs/heads/{name}:{tracking}"], depth=depth):
+        return _first_resolved(repo, [tracking])
+    return None
+
+
+def _branch_refs(remote: str | None, name: str) -> list[str]:
+    return ([f"refs/remotes/{remote}/{name}"] if remote else []) + [f"refs/heads/{name}"]
+
+
+def _first_resolved(repo: Path | str, refs: Sequence[str]) -> tuple[str, str] | None:
+    """The first of ``refs`` that names a commit, as a short name (``origin/main``), and its SHA."""
+    for ref in refs:
+        sha = git.resolve(repo, ref)
+        if sha:
+            return ref.removeprefix("refs/remotes/").removeprefix("refs/heads/"), sha
+    return None
+
+
+# -- reaching commits in a shallow clone -----------------------------------------------------
+
+
+def _fetched_or_error(repo: Path | str, ref: str, role: str) -> str:
+    """The SHA of ``ref``, which did not resolve: fetched by SHA, else :class:`GitError` naming
+    it (or the missing repository)."""
+    git.toplevel(repo)  # raises when ``repo`` is not a git work tree at all
+    sha = _fetch_commit(repo, ref)
+    if sha is None:
+        raise GitError(
+            f"{role} {ref!r} does not name a commit in {repo}; pass an existing branch, tag or "
+            f"SHA as {role}= (in a shallow clone, fetch it first)"
+        )
+    return sha
+
+
+def _fetch_commit(repo: Path | str, ref: str) -> str | None:
+    """Fetch the commit ``ref`` (a full SHA) from the remote; its SHA when that worked."""
+    if not git.is_commit_sha(ref):
+        return None
+    log.info("commit %s is not in the clone; fetching it", _short(ref))
+    depth = 1 if git.is_shallow(repo) else None
+    return git.resolve(repo, ref) if git.fetch(repo, [ref], depth=depth) else None
+
+
+def _deepened(repo: Path | str, probe: Callable[[], str | None], *wants: str) -> str | None:
+    """``probe()``, retried after deepening a shallow clone by each of :data:`DEEPEN_STEPS`."""
+    result = probe()
+    for step in DEEPEN_STEPS:
+        if result is not None or not git.is_shallow(repo):
+            break
+        log.info("shallow clone: deepening by %d commits", step)
+        if not (git.fetch(repo, wants, deepen=step) or git.fetch(repo, deepen=step)):
+            break
+        result = probe()
+    return result
+
+
+def _merge_base(repo: Path | str, one: str, two: str) -> str | None:
+    """The merge base of two commits, deepening a shallow clone as needed; None when none."""
+    return _deepened(repo, lambda: git.merge_base(repo, one, two), one, two)
+
+
+def _deepening() -> str:
+    """The bound of :func:`_deepened`, as the reason line says it (read when used: tests may
+    lower :data:`DEEPEN_STEPS`)."""
+    return f"deepening the clone by up to {sum(DEEPEN_STEPS)} commits"

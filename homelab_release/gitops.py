@@ -20,21 +20,28 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from homelab_release import git
 from homelab_release.errors import CommandError, GitError
-from homelab_release.git import git
 from homelab_release.secrets import GitCredentials, HiddenText, redact_url
+
+__all__ = [
+    "DEFAULT_AUTHOR",
+    "Author",
+    "ManifestsRemote",
+    "Published",
+    "checkout",
+    "clone",
+    "commit_message",
+    "publish",
+    "refresh",
+    "split_credentials",
+]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 DEFAULT_AUTHOR = "homelab-release <homelab-release@localhost>"
-_REJECTED = ("[rejected]", "non-fast-forward", "fetch first", "cannot lock ref", "stale info")
-# The helper reads the secret from the environment of the git process it serves.
-_HELPER = (
-    '!f() { test "$1" = get || exit 0; echo "username=$HOMELAB_RELEASE_GIT_USERNAME"; '
-    'echo "password=$HOMELAB_RELEASE_GIT_PASSWORD"; }; f'
-)
 
 
 @dataclass(frozen=True)
@@ -58,22 +65,10 @@ class ManifestsRemote:
         """The URL as messages show it."""
         return redact_url(self.url)
 
-    def env(self) -> dict[str, str]:
-        """Environment for git processes talking to this remote."""
-        env = {
-            "GIT_CONFIG_COUNT": "2",
-            "GIT_CONFIG_KEY_0": "credential.helper",
-            "GIT_CONFIG_VALUE_0": "",
-        }
-        env |= {"GIT_CONFIG_KEY_1": "credential.helper", "GIT_CONFIG_VALUE_1": _HELPER}
-        if self.credentials:
-            env["HOMELAB_RELEASE_GIT_USERNAME"] = self.credentials.username
-            env["HOMELAB_RELEASE_GIT_PASSWORD"] = self.credentials.password.secret
-        return env
-
-    def secrets(self) -> tuple[HiddenText, ...]:
-        """The secrets to mask in every output of git."""
-        return (self.credentials.password,) if self.credentials else ()
+    @property
+    def transport(self) -> git.Transport:
+        """How git reaches this remote: its credentials, masked in every output."""
+        return git.Transport(self.credentials)
 
 
 def split_credentials(url: str) -> tuple[str, GitCredentials | None]:
@@ -98,18 +93,11 @@ class Author:
 
     @classmethod
     def parse(cls, text: str) -> Author:
+        """Read ``Name <email>``; :class:`GitError` for anything else."""
         name, sep, rest = text.partition("<")
         if not sep or not rest.endswith(">") or not name.strip():
             raise GitError(f"commit author {text!r} is not of the form 'Name <email>'")
         return cls(name.strip(), rest[:-1].strip())
-
-    def env(self) -> dict[str, str]:
-        return {
-            "GIT_AUTHOR_NAME": self.name,
-            "GIT_AUTHOR_EMAIL": self.email,
-            "GIT_COMMITTER_NAME": self.name,
-            "GIT_COMMITTER_EMAIL": self.email,
-        }
 
 
 @dataclass(frozen=True)
@@ -157,10 +145,10 @@ def publish(
     identity = Author.parse(author)
     for attempt in range(1, attempts + 1):
         result = apply(tree)
-        if not _stage(tree):
+        if not git.stage_all(tree):
             log.info("manifests: nothing to commit on %s", remote.branch)
             return result, Published(None, attempt)
-        sha = _commit(tree, message(result), identity)
+        sha = git.commit(tree, message(result), name=identity.name, email=identity.email)
         if _push(tree, remote):
             log.info("manifests: pushed %s to %s of %s", sha[:12], remote.branch, remote.shown)
             return result, Published(sha, attempt)
@@ -179,11 +167,7 @@ def publish(
 def clone(remote: ManifestsRemote, target: Path) -> Path:
     """Shallow, single-branch clone of the manifests branch into ``target``."""
     try:
-        git(
-            ".", "clone", "--quiet", "--depth", "1", "--single-branch", "--no-tags",
-            "--branch", remote.branch, "--", remote.url, str(target),
-            env=remote.env(), secrets=remote.secrets(), timeout=120,
-        )  # fmt: skip
+        git.clone_branch(remote.url, target, remote.branch, remote.transport)
     except CommandError as err:
         raise GitError(_clone_failure(remote, err.output)) from None
     return target
@@ -195,50 +179,28 @@ def _clone_failure(remote: ManifestsRemote, output: str) -> str:
             f"branch {remote.branch!r} does not exist in {remote.shown}; create it "
             f"(git push origin HEAD:refs/heads/{remote.branch}) or set manifests.branch"
         )
-    last = output.strip().splitlines()[-1] if output.strip() else "no output"
     return (
-        f"cannot clone the manifests repository {remote.shown} (branch {remote.branch}): {last}; "
+        f"cannot clone the manifests repository {remote.shown} (branch {remote.branch}): "
+        f"{_last_line(output)}; "
         "check manifests.url and that GITLAB_TOKEN can read and write it"
     )
-
-
-def _stage(tree: Path) -> bool:
-    """Stage every change; whether there is anything to commit."""
-    git(tree, "add", "--all")
-    return bool(git(tree, "status", "--porcelain", "-z").strip("\0"))
-
-
-def _commit(tree: Path, message: str, author: Author) -> str:
-    # The runner's own git set-up (signing, hooks) must not change or block the tool's commits.
-    git(
-        tree, "-c", "commit.gpgsign=false", "commit", "--quiet", "--no-verify", "--file", "-",
-        env=author.env(), input_text=message,
-    )  # fmt: skip
-    return git(tree, "rev-parse", "HEAD").strip()
 
 
 def _push(tree: Path, remote: ManifestsRemote) -> bool:
     """Push HEAD to the branch; False when the remote moved on (the caller retries)."""
     try:
-        git(
-            tree, "push", "--quiet", "--porcelain", "--no-verify", "origin", f"HEAD:refs/heads/{remote.branch}",
-            env=remote.env(), secrets=remote.secrets(), timeout=120,
-        )  # fmt: skip
+        return git.push_head(tree, remote.branch, remote.transport)
     except CommandError as err:
-        if any(marker in err.output for marker in _REJECTED):
-            return False
         raise GitError(
-            f"push to {remote.branch} of {remote.shown} failed: "
-            f"{err.output.strip().splitlines()[-1] if err.output.strip() else 'no output'}; "
+            f"push to {remote.branch} of {remote.shown} failed: {_last_line(err.output)}; "
             "check that the token (GITLAB_TOKEN) may push to that branch"
         ) from None
-    return True
 
 
 def refresh(tree: Path, remote: ManifestsRemote) -> None:
     """Drop local changes and commits and move to the remote branch's current tip."""
-    git(
-        tree, "fetch", "--quiet", "--depth", "1", "origin", f"refs/heads/{remote.branch}",
-        env=remote.env(), secrets=remote.secrets(), timeout=120,
-    )  # fmt: skip
-    git(tree, "reset", "--quiet", "--hard", "FETCH_HEAD")
+    git.reset_to_fetched(tree, remote.branch, remote.transport)
+
+
+def _last_line(output: str) -> str:
+    return output.strip().splitlines()[-1] if output.strip() else "no output"

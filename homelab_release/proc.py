@@ -1,7 +1,9 @@
 """The one helper for running external programs.
 
-Commands are argv tuples (never shell strings), always run with a timeout, and fail with a
-:class:`~homelab_release.errors.CommandError` that carries the command and its redacted output.
+Commands are argv tuples (never shell strings), always run with a timeout. :func:`run` fails with
+a :class:`~homelab_release.errors.CommandError` that carries the command and its redacted output;
+:func:`attempt` is the same run for commands whose exit code is an answer (``git merge-base
+--is-ancestor``, a probe that may find nothing): it returns a :class:`Completed` instead.
 """
 
 from __future__ import annotations
@@ -12,17 +14,72 @@ import select
 import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from homelab_release.errors import CommandError, ReleaseError
 from homelab_release.secrets import HiddenText, redact
+
+__all__ = ["DEFAULT_TIMEOUT", "Completed", "RunOptions", "attempt", "run"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 300.0
 
 
-def run(
+@dataclass(frozen=True)
+class Completed:
+    """A command that ran to its end: the exit code and what it printed.
+
+    ``argv`` is the command as messages show it (secrets masked); ``stdout`` and ``stderr`` are
+    the raw text, for parsing, and stay out of the repr.
+    """
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str = field(repr=False)
+    stderr: str = field(repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the command exited with 0."""
+        return self.returncode == 0
+
+    def check(self, secrets: Iterable[str | HiddenText] = (), hint: str = "") -> str:
+        """``stdout``; :meth:`error` raised when the exit code is not 0."""
+        if not self.ok:
+            raise self.error(secrets, hint)
+        return self.stdout
+
+    def error(self, secrets: Iterable[str | HiddenText] = (), hint: str = "") -> CommandError:
+        """The :class:`CommandError` for this run, its output with ``secrets`` masked."""
+        output = redact(self.stdout + self.stderr, tuple(secrets))
+        return CommandError(self.argv, self.returncode, output, hint)
+
+
+class RunOptions(TypedDict, total=False):
+    """The keyword options of :func:`run`: those of :func:`attempt`."""
+
+    cwd: Path | str | None
+    env: Mapping[str, str] | None
+    timeout: float
+    input_text: str | None
+    secrets: Iterable[str | HiddenText]
+    hint: str
+
+
+def run(argv: Sequence[str], **options: Unpack[RunOptions]) -> str:
+    """Run ``argv`` and return its stdout; raise :class:`CommandError` on a non-zero exit.
+
+    ``env`` is added to the current environment. ``secrets`` are masked in every log line and
+    error message; URL credentials are always masked. The options are :func:`attempt`'s.
+    """
+    secrets = options["secrets"] = tuple(options.get("secrets", ()))
+    return attempt(argv, **options).check(secrets, options.get("hint", ""))
+
+
+def attempt(
     argv: Sequence[str],
     *,
     cwd: Path | str | None = None,
@@ -31,11 +88,11 @@ def run(
     input_text: str | None = None,
     secrets: Iterable[str | HiddenText] = (),
     hint: str = "",
-) -> str:
-    """Run ``argv`` and return its stdout; raise :class:`CommandError` on a non-zero exit.
+) -> Completed:
+    """Run ``argv`` like :func:`run`, but return a non-zero exit as a :class:`Completed`.
 
-    ``env`` is added to the current environment. ``secrets`` are masked in every log line and
-    error message; URL credentials are always masked.
+    Only the exit code is left to the caller: a command that cannot start or runs past
+    ``timeout`` still raises (:class:`ReleaseError`, :class:`CommandError` with ``hint``).
     """
     argv = tuple(argv)
     secrets = tuple(secrets)
@@ -49,10 +106,8 @@ def run(
         note = f"timed out after {timeout:g}s" + (f"; {hint}" if hint else "")
         raise CommandError(shown, -1, redact(output, secrets), note) from None
     if returncode != 0:
-        output = redact(stdout + stderr, secrets)
-        log.debug("%s exited %d:\n%s", shown[0], returncode, output)
-        raise CommandError(shown, returncode, output, hint)
-    return stdout
+        log.debug("%s exited %d:\n%s", shown[0], returncode, redact(stdout + stderr, secrets))
+    return Completed(shown, returncode, stdout, stderr)
 
 
 def _communicate(

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from homelab_release import changes, git
-from homelab_release.changes import base_from_env, changed_files, detect_changes
+from homelab_release import changes, proc
+from homelab_release.changes import base_from_env, changed_files, detect_changes, pipeline_base
 from homelab_release.config import load_config
+from homelab_release.context import PipelineInfo
 from homelab_release.errors import ConfigError, GitError
 from tests.gitrepo import GitRepo, run_git
 
@@ -49,6 +56,12 @@ def branch_off(repo: GitRepo) -> tuple[str, str]:
 
 
 # -- which files changed ------------------------------------------------------------------
+
+
+def test_change_set_is_frozen() -> None:
+    change = changes.ChangeSet(None, "h", (), (), "why")
+    with pytest.raises(AttributeError):
+        change.reason = "other"  # type: ignore[misc]
 
 
 def test_changed_files_lists_additions_edits_and_deletions(seeded: GitRepo) -> None:
@@ -238,6 +251,30 @@ def test_base_from_env_returns_sha_and_reason(seeded: GitRepo) -> None:
     assert "push pipeline" in reason
 
 
+def test_pipeline_base_takes_the_pipeline_read_already(seeded: GitRepo) -> None:
+    fork, head = branch_off(seeded)
+    pipeline = PipelineInfo(source="merge_request_event", merge_request_base=fork)
+    assert pipeline_base(seeded.path, head, pipeline) == (
+        fork,
+        f"merge request pipeline: compared CI_MERGE_REQUEST_DIFF_BASE_SHA {fork[:12]} with "
+        f"head {head[:12]}",
+    )
+    sha, reason = pipeline_base(seeded.path, head, PipelineInfo(), default_branch="main")
+    assert sha == fork
+    assert reason.startswith("outside CI: compared the merge base")
+
+
+def test_a_pipeline_given_wins_over_env(seeded: GitRepo) -> None:
+    before = seeded.head()
+    seeded.commit("vote", "vote/app.py")
+    seeded.commit("result", "result/app.py")
+    pipeline = PipelineInfo(in_gitlab=True, source="push", before_sha=before)
+    bogus_env = push_env("1234567890" * 4)  # would name a commit that exists nowhere
+    change = detect_changes(seeded.path, services=SERVICES, env=bogus_env, pipeline=pipeline)
+    assert change.base == before
+    assert change.services == ("result", "vote")
+
+
 # -- explicit base ------------------------------------------------------------------------
 
 
@@ -339,13 +376,13 @@ def test_missing_repository(tmp_path: Path) -> None:
 
 
 def test_bad_head_is_named(seeded: GitRepo) -> None:
-    with pytest.raises(GitError, match=r"head 'no-such-branch' does not name a commit"):
+    with pytest.raises(GitError, match=r"head 'no-such-branch' does not name a commit.* head="):
         detect(seeded, {}, head="no-such-branch")
 
 
 @pytest.mark.parametrize("base", ["no-such-branch", "f" * 40, "HEAD~5", "--output=/tmp/x"])
 def test_bad_base_is_named(seeded: GitRepo, base: str) -> None:
-    with pytest.raises(GitError, match=r"base '.*' does not name a commit"):
+    with pytest.raises(GitError, match=r"base '.*' does not name a commit.* as base="):
         detect(seeded, {}, base=base)
 
 
@@ -355,14 +392,26 @@ def test_bad_base_is_named(seeded: GitRepo, base: str) -> None:
 def git_commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The git subcommands detect_changes runs from now on (real git, only recorded)."""
     seen: list[str] = []
-    real = git.git
+    real = proc.attempt
 
-    def recording(repo: Path | str, *args: str, **kwargs: Any) -> str:
-        seen.append(args[0])
-        return real(repo, *args, **kwargs)
+    def recording(argv: Sequence[str], **kwargs: Any) -> proc.Completed:
+        if argv[0] == "git":
+            seen.append(subcommand(argv))
+        return real(argv, **kwargs)
 
-    monkeypatch.setattr(git, "git", recording)
+    monkeypatch.setattr(proc, "attempt", recording)
     return seen
+
+
+def subcommand(argv: Sequence[str]) -> str:
+    """``diff`` in ``git -C repo -c key=value diff ...``."""
+    args = iter(argv[1:])
+    for arg in args:
+        if arg in ("-C", "-c"):
+            next(args)
+        elif not arg.startswith("-"):
+            return arg
+    raise AssertionError(argv)
 
 
 @pytest.mark.parametrize("head", ["HEAD", "sha"])
@@ -375,7 +424,7 @@ def test_push_with_ci_commit_sha_takes_two_git_processes(
     env = {**push_env(before), "CI_COMMIT_SHA": after}
     change = detect(seeded, env, head=after if head == "sha" else "HEAD")
     assert (change.base, change.head, change.services) == (before, after, ("result",))
-    assert sorted(commands) == ["diff-tree", "rev-parse"]
+    assert sorted(commands) == ["diff", "rev-parse"]
     assert change == detect(seeded, push_env(before), head="HEAD")  # as without CI_COMMIT_SHA
 
 
@@ -420,7 +469,7 @@ def test_explicit_base_and_head_as_shas_on_forked_history(
     change = detect(seeded, {}, base=main, head=head)
     assert (change.base, change.head) == (fork, head)
     assert change.files == ("vote/app.py",)  # main's result change is not compared
-    assert sorted(commands) == ["diff-tree", "rev-parse"]
+    assert sorted(commands) == ["diff", "rev-parse"]
 
 
 def test_explicit_base_as_an_annotated_tag_object(seeded: GitRepo) -> None:
@@ -434,7 +483,7 @@ def test_explicit_base_as_an_annotated_tag_object(seeded: GitRepo) -> None:
 def test_explicit_base_with_two_merge_bases_uses_the_one_git_merge_base_picks(
     seeded: GitRepo,
 ) -> None:
-    """A criss-cross merge: ``git diff-tree --merge-base`` refuses, the careful path answers."""
+    """A criss-cross merge: ``git diff --merge-base`` refuses, the careful path answers."""
     fork = seeded.head()
     seeded.git("checkout", "-q", "-b", "feature")
     one = seeded.commit("feature", "vote/a.py")
@@ -591,3 +640,181 @@ def test_a_path_that_is_not_utf8_is_matched_not_fatal(repo: GitRepo) -> None:
     changes = detect_changes(repo.path, base=first, head=second, services={"vote": ["vote/**/*"]})
     assert changes.services == ("vote",)
     assert changes.files == (os.fsdecode(b"vote/caf\xe9.txt"),)
+
+
+# -- property: the quick path answers exactly like the careful one ---------------------------
+
+FILES = ("vote/app.py", "vote/lib/x.py", "result/app.py", "worker/main.go", "README.md")
+
+
+@dataclass(frozen=True)
+class History:
+    """Commits given by their parents (earlier indexes; none is a new root) and file edits."""
+
+    commits: tuple[tuple[tuple[int, ...], tuple[tuple[str, bool], ...]], ...]
+    tags: frozenset[int]  # commits with an annotated tag t<index>
+
+    def stream(self) -> str:
+        """A ``git fast-import`` stream: branch c<i> at commit i, tags t<i>."""
+        out = []
+        for i, (parents, edits) in enumerate(self.commits):
+            out.append(f"commit refs/heads/c{i}\nmark :{i + 1}\n")
+            out.append(f"committer T <t@example.com> {1700000000 + i} +0000\ndata 3\nc{i:02d}\n")
+            out.extend(f"{'from' if n == 0 else 'merge'} :{p + 1}\n" for n, p in enumerate(parents))
+            for path, keep in edits:
+                out.append(f"M 100644 inline {path}\ndata 3\n{i:02d}\n" if keep else f"D {path}\n")
+            out.append("\n")
+        for i in sorted(self.tags):
+            out.append(f"tag t{i}\nfrom :{i + 1}\ntagger T <t@example.com> 1700000000 +0000\n")
+            out.append("data 3\ntag\n")
+        return "".join(out)
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> History:
+    commits = []
+    for i in range(draw(st.integers(1, 7))):
+        # mostly one parent; sometimes a merge, sometimes an unrelated root
+        count = draw(st.sampled_from((1, 1, 1, 1, 1, 2, 2, 0))) if i else 0
+        parents = draw(
+            st.lists(
+                st.integers(0, max(i - 1, 0)),
+                min_size=min(count, i),
+                max_size=min(count, i),
+                unique=True,
+            )
+        )
+        edits = draw(st.dictionaries(st.sampled_from(FILES), st.booleans(), max_size=3))
+        commits.append((tuple(parents), tuple(sorted(edits.items()))))
+    tags = draw(st.frozensets(st.integers(0, len(commits) - 1), max_size=2))
+    return History(tuple(commits), tags)
+
+
+# A ref by kind and commit index (taken modulo the number of commits).
+REF_KINDS = (
+    "sha",
+    "branch",
+    "tag",
+    "tag-object",
+    "HEAD",
+    "HEAD~1",
+    "HEAD^2",
+    "missing-sha",
+    "missing",
+)
+REFS = st.tuples(st.sampled_from(REF_KINDS), st.integers(0, 6))
+
+
+def ref_text(repo: Path, history: History, kind: str, index: int) -> str:
+    i = index % len(history.commits)
+    tagged = sorted(history.tags)
+    if kind in ("tag", "tag-object") and tagged:
+        name = f"t{tagged[index % len(tagged)]}"
+        return name if kind == "tag" else run_git(repo, "rev-parse", name).strip()
+    if kind == "sha":
+        return run_git(repo, "rev-parse", f"c{i}").strip()
+    if kind == "missing-sha":
+        return f"{i:x}" * 40
+    if kind == "missing":
+        return "no-such-ref"
+    return kind if kind.startswith("HEAD") else f"c{i}"
+
+
+def outcome(repo: Path, base: str | None, head: str, pipeline: PipelineInfo) -> object:
+    """The change set, or the error's type and message."""
+    try:
+        return detect_changes(repo, base=base, head=head, services=SERVICES, pipeline=pipeline)
+    except GitError as err:
+        return type(err), str(err)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A history, the pipeline's kind, the refs it names and the commit checked out."""
+
+    history: History
+    mode: str  # "explicit" (base=), "push" (CI_COMMIT_BEFORE_SHA) or "merge request"
+    base_ref: tuple[str, int]
+    head_ref: tuple[str, int]
+    checked_out: int
+    commit_sha: str  # CI_COMMIT_SHA: "" unset, "head" the checked-out commit, "other" c0
+
+
+SCENARIOS = st.builds(
+    Scenario,
+    history=histories(),
+    mode=st.sampled_from(["explicit", "push", "merge request"]),
+    base_ref=REFS,
+    head_ref=st.one_of(st.just(("HEAD", 0)), REFS),
+    checked_out=st.integers(0, 6),
+    commit_sha=st.sampled_from(["", "head", "other"]),
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(SCENARIOS)
+def test_the_quick_path_gives_the_careful_answer(scenario: Scenario) -> None:
+    history, mode = scenario.history, scenario.mode
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp)
+        run_git(repo, "init", "-q")
+        subprocess.run(
+            ["git", "-C", str(repo), "fast-import", "--quiet"],
+            input=history.stream(), text=True, check=True,
+        )  # fmt: skip
+        checked_out = scenario.checked_out % len(history.commits)
+        run_git(repo, "symbolic-ref", "HEAD", f"refs/heads/c{checked_out}")
+        base = ref_text(repo, history, *scenario.base_ref)
+        head = ref_text(repo, history, *scenario.head_ref)
+        head_sha = run_git(repo, "rev-parse", "HEAD").strip()
+        other = run_git(repo, "rev-parse", "c0").strip()
+        ci_sha = {"": "", "head": head_sha, "other": other}[scenario.commit_sha]
+        pipeline = PipelineInfo(
+            in_gitlab=True,
+            source="merge_request_event" if mode == "merge request" else "push",
+            commit_sha=ci_sha,
+            before_sha=base if mode == "push" else ZEROS,
+            merge_request_base=base if mode == "merge request" else "",
+        )
+        explicit = base if mode == "explicit" else None
+        quick: list[object] = []
+        at_once = changes._at_once
+
+        def recording(*args: Any) -> object:
+            quick.append(at_once(*args))
+            return quick[-1]
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(changes, "_at_once", recording)
+            answer = outcome(repo, explicit, head, pipeline)
+            patch.setattr(changes, "_at_once", lambda *args: None)
+            careful = outcome(repo, explicit, head, pipeline)
+        assert answer == careful
+        if quick_path_expected(repo, mode, base, head):
+            assert quick != [None]  # the quick path answered: the comparison was not vacuous
+
+
+def quick_path_expected(repo: Path, mode: str, base: str, head: str) -> bool:
+    """Both refs name commits (and, for an explicit base, they have exactly one merge base)."""
+    names = [base, head]
+    if any(n.startswith("-") or ".." in n for n in names):
+        return False
+    resolved = [
+        subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{n}^{{commit}}"],
+            capture_output=True, text=True, check=False,
+        ).stdout.strip()
+        for n in names
+    ]  # fmt: skip
+    if not all(resolved):
+        return False
+    if mode != "explicit":
+        return True
+    bases = run_git_allow_failure(repo, "merge-base", "--all", *resolved).split()
+    return len(bases) == 1
+
+
+def run_git_allow_failure(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(cwd), *args], capture_output=True, text=True, check=False
+    ).stdout

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from homelab_release.changes import (
-    ChangeSet,
+from homelab_release import changes
+from homelab_release.errors import ConfigError, ReleaseError
+from homelab_release.globs import (
     GlobError,
     compile_globs,
     compile_services,
@@ -23,7 +24,6 @@ from homelab_release.changes import (
     match_services,
     matches_any,
 )
-from homelab_release.errors import ConfigError
 
 # (glob, path, GitLab matches?)
 GLOB_CASES: list[tuple[str, str, bool]] = [
@@ -257,6 +257,18 @@ def test_escaped_or_bracketed_braces_are_accepted(glob: str) -> None:
     matches_any([glob], ["a"])
 
 
+def test_a_malformed_glob_is_a_release_error() -> None:
+    with pytest.raises(GlobError) as info:
+        compile_globs(("[ab",))
+    assert isinstance(info.value, ReleaseError)
+    assert isinstance(info.value, ValueError)
+
+
+def test_matches_any_stays_importable_from_changes() -> None:
+    assert changes.matches_any is matches_any
+    assert changes.matches_any(["vote/**/*"], ["vote/a"]) is True
+
+
 def test_too_many_brace_alternatives_are_refused() -> None:
     with pytest.raises(ConfigError, match="more than"):
         matches_any(["{a,b}" * 12], ["a"])
@@ -353,12 +365,6 @@ def test_bad_service_glob_names_service_and_pattern() -> None:
 def test_service_globs_given_as_a_string_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"services\.vote\.paths must be a list"):
         compile_services({"vote": "vote/**/*"}, "cfg")
-
-
-def test_change_set_is_frozen() -> None:
-    change = ChangeSet(None, "h", (), (), "why")
-    with pytest.raises(AttributeError):
-        change.reason = "other"  # type: ignore[misc]
 
 
 # -- properties ---------------------------------------------------------------------------
