@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from homelab_release.demo.example import ExampleRepos, create_example_repos
 from homelab_release.demo.sandbox import DockerEngine, LocalRegistry
 from homelab_release.git import git
 from homelab_release.images import ImageRef
-from homelab_release.registry import image_exists
+from homelab_release.registry import image_exists, manifest_digest
 from tests.githttp import git_http_server
 from tests.gitlabci import (
     VERSION,
@@ -568,3 +569,45 @@ def test_generated_child_jobs_match_the_template_jobs(child_flow: ChildFlow) -> 
     assert variables.pop("HOMELAB_RELEASE_STRATEGY") == "child-pipeline"
     assert generated["variables"] == variables
     assert child[WRITER]["before_script"] == parent["promote"]["before_script"]
+
+
+def test_two_child_pipelines_at_once_lose_nothing(
+    tmp_path: Path,
+    gitlab_ci_local: str,
+    source: str,
+    docker_engine: DockerEngine,
+    registry: LocalRegistry,
+) -> None:
+    """Two pushes, each a child pipeline in its own checkout (two runners), at the same time:
+    both land, and a service both changed ends at the later commit's image, in the overlay and
+    in ``latest``, whichever pipeline finished last."""
+    services = ("billing", "orders", "search", "users")
+    repos = create_services_repos(tmp_path, services)
+    install_templates(repos.work, child_inputs(source, docker_engine))
+    base = repos.commit("CI: include homelab-release", ".gitlab-ci.yml", ".gitlab")
+    first = change_services(repos, ("billing", "orders"), "one")
+    second = change_services(repos, ("orders", "search"), "two")
+    tip = _tip(repos)
+    with git_http_server(tmp_path, "oauth2", TOKEN) as url, ThreadPoolExecutor(2) as pool:
+        runs = []
+        for name, commit, before in (("runner-a", first, base), ("runner-b", second, first)):
+            clone = tmp_path / name
+            git(tmp_path, "clone", "--quiet", "--branch", "develop", str(repos.remote), str(clone))
+            git(clone, "checkout", "--quiet", "-B", "develop", commit)
+            add_gitlab_origin(clone)
+            write_local_variables(clone, project_variables(clone, url, registry))
+            runs.append(pool.submit(run_push, clone, before))
+        outcomes = [run.result() for run in runs]
+    for outcome, changed in zip(
+        outcomes, (("billing", "orders"), ("orders", "search")), strict=True
+    ):
+        jobs = {"fan_out", WRITER, *(f"build:{service}" for service in changed)}
+        assert job_results(outcome) == dict.fromkeys(jobs, 0), outcome.output
+    assert len(git(repos.remote, "rev-list", f"{tip}..{BRANCH}").split()) == 2
+    text = git(repos.remote, "show", f"{BRANCH}:{OVERLAY}/kustomization.yaml")
+    entries = {e["name"]: e for e in YAML(typ="safe").load(text)["images"]}
+    expected = {"billing": first, "orders": second, "search": second, "users": "v0"}
+    assert {s: str(entries[s]["newTag"]) for s in services} == expected
+    for service in ("billing", "orders", "search"):
+        latest = ImageRef.parse(f"{entries[service]['newName']}:latest")
+        assert manifest_digest(latest, registry.credentials) == entries[service]["digest"], service
