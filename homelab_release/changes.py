@@ -408,7 +408,8 @@ def _fetched_or_error(repo: Path | str, ref: str, role: str) -> str:
     if sha is None:
         raise GitError(
             f"{role} {ref!r} does not name a commit in {repo}; pass an existing branch, tag or "
-            f"SHA as {role}= (in a shallow clone, fetch it first)"
+            f"SHA as {role}= (in a shallow clone, fetch it first)",
+            parameter=role,
         )
     return sha
 

@@ -134,7 +134,7 @@ def guarded(
     try:
         return func(args)
     except ReleaseError as err:
-        _tell(f"homelab-release: error: {err}", err)
+        _tell(f"homelab-release: error: {err.for_command_line()}", err)
         return EXIT_ERROR
     except KeyboardInterrupt as err:
         _tell("homelab-release: interrupted", err)

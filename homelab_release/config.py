@@ -20,6 +20,15 @@ from homelab_release.dotenv import dotenv_key
 from homelab_release.errors import ConfigError
 from homelab_release.gitops import DEFAULT_AUTHOR
 
+__all__ = [
+    "CONFIG_NAME",
+    "DEFAULT_MANIFESTS_BRANCH",
+    "Environment",
+    "ReleaseConfig",
+    "Service",
+    "load_config",
+]
+
 CONFIG_NAME = "homelab-release.toml"
 DEFAULT_MANIFESTS_BRANCH = "k8s-manifests"
 
@@ -126,7 +135,9 @@ def load_config(repo: Path | str = ".", env: Mapping[str, str] | None = None) ->
     root = Path(repo).resolve()
     env = read_environment(env)
     if not root.is_dir():
-        raise ConfigError(f"{root} is not a folder; pass the monorepo's root (--repo)")
+        raise ConfigError(
+            f"{root} is not a folder; pass the monorepo's root as repo=", parameter="repo"
+        )
     path = root / CONFIG_NAME
     if not path.is_file():
         return _build(root, None, {}, env)

@@ -316,7 +316,9 @@ def plan_develop(
     Dockerfile were checked when the configuration was loaded.)
     """
     ws.config.environment(environment)
-    changes = detect_changes(ws.root, base=base, head=head, config=ws.config, env=ws.env)
+    changes = detect_changes(
+        ws.root, base=base, head=head, config=ws.config, pipeline=ws.context.pipeline
+    )
     tag = ws.context.commit_sha or changes.head
     targets = tuple(_target(ws, ws.config.service(name)) for name in changes.services)
     return DevelopPlan(environment, changes, tag, targets)
@@ -394,7 +396,7 @@ def build_services(
 ) -> tuple[ServiceBuild, ...]:
     """Build and push every target of ``plan``, ``workers`` at a time, from the work tree."""
     require_checked_out(ws, plan)
-    created = git.git(ws.root, "show", "-s", "--format=%cI", plan.changes.head).strip()
+    created = git.commit_time(ws.root, plan.changes.head)
     count = max(1, min(workers, len(plan.targets)))
     with ThreadPoolExecutor(max_workers=count) as pool:
         return tuple(
@@ -406,7 +408,7 @@ def build_services(
 
 def require_checked_out(ws: Workspace, plan: DevelopPlan) -> None:
     """Builds use the work tree: it must be the head commit, without local changes."""
-    checked_out = git.git(ws.root, "rev-parse", "HEAD").strip()
+    checked_out = git.head_commit(ws.root)
     head = plan.changes.head
     if checked_out != head:
         raise ReleaseError(
@@ -416,8 +418,7 @@ def require_checked_out(ws: Workspace, plan: DevelopPlan) -> None:
         )
     contexts = sorted({target.context for target in plan.targets})
     # Untracked files do not count: CI leaves caches and reports in the project folder.
-    status = ("status", "--porcelain", "--untracked-files=no", "--", *contexts)
-    dirty = git.git(ws.root, *status).strip()
+    dirty = git.uncommitted(ws.root, contexts).strip()
     if dirty:
         raise ReleaseError(
             f"uncommitted changes in {', '.join(contexts)} would be built into images tagged "

@@ -7,9 +7,38 @@ token or a password (see :mod:`homelab_release.secrets`).
 
 from __future__ import annotations
 
+__all__ = [
+    "BuildError",
+    "CommandError",
+    "ConfigError",
+    "GitError",
+    "ImageRefError",
+    "OverlayError",
+    "PromotionError",
+    "PushError",
+    "RegistryError",
+    "ReleaseError",
+]
+
 
 class ReleaseError(Exception):
-    """Base of every error homelab-release raises on purpose."""
+    """Base of every error homelab-release raises on purpose.
+
+    ``parameter`` names the argument the message tells a Python caller to fix (``base=``); the
+    command line shows the flag instead (``--base``, see :meth:`for_command_line`).
+    """
+
+    def __init__(self, *args: object, parameter: str | None = None) -> None:
+        super().__init__(*args)
+        self.parameter = parameter
+
+    def for_command_line(self) -> str:
+        """The message with ``parameter=`` written as the command line's ``--parameter``."""
+        text = str(self)
+        if self.parameter:
+            flag = "--" + self.parameter.replace("_", "-")
+            text = text.replace(f"{self.parameter}=", flag)
+        return text
 
 
 class ConfigError(ReleaseError):

@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+__all__ = ["NEW_FILE_MODE", "write_atomic"]
+
 NEW_FILE_MODE = 0o644
 
 

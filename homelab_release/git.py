@@ -119,7 +119,8 @@ def toplevel(path: Path | str) -> Path:
     if not done.ok:
         raise GitError(
             f"{path} is not a git repository; run inside the monorepo's clone or pass its path "
-            "as repo="
+            "as repo=",
+            parameter="repo",
         )
     return Path(done.stdout.strip())
 

@@ -15,6 +15,21 @@ from dataclasses import dataclass
 
 from homelab_release.errors import ImageRefError
 
+__all__ = [
+    "KEEP",
+    "NAME_MAX",
+    "SPEC_FORMS",
+    "ImageRef",
+    "ImageSpec",
+    "Keep",
+    "check_digest",
+    "check_name",
+    "check_spec_name",
+    "check_tag",
+    "split_name",
+    "split_reference",
+]
+
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = re.compile(
     rf"^(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?$"

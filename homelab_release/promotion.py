@@ -28,6 +28,8 @@ from homelab_release.overlay import (
 from homelab_release.registry import image_exists
 from homelab_release.secrets import RegistryCredentials
 
+__all__ = ["PromotedImage", "Promotion", "promote_overlay"]
+
 log = logging.getLogger(__name__)
 
 ExistsCheck = Callable[[str], bool]

@@ -7,20 +7,26 @@ those of the environment it promotes from lists the services it is behind by.
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from homelab_release import git
 from homelab_release.config import Environment, ReleaseConfig
 from homelab_release.errors import OverlayError
-from homelab_release.git import git
 from homelab_release.gitops import checkout
 from homelab_release.overlay import ImageEntry, first_by_name, read_overlay_images
 from homelab_release.workspace import Workspace
 
-_SHA = re.compile(r"^[0-9a-f]{40}$")
+__all__ = [
+    "EnvironmentStatus",
+    "ServiceImage",
+    "Status",
+    "age",
+    "environment_status",
+    "status_data",
+]
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,7 @@ def environment_status(
         cfg.require_registry()  # the entries are named after the image repositories
     with checkout(ws.remote()) as tree:
         raw = {e.name: _read(tree, e) for e in cfg.environments}
-    times = _commit_times(
+    times = git.commit_times(
         ws.root, [e.new_tag or "" for entries, _ in raw.values() for e in entries]
     )
     images = {name: _images(cfg, entries, times) for name, (entries, _) in raw.items()}
@@ -96,18 +102,11 @@ def _images(
     out = []
     for service in cfg.services:
         entry = by_name.get(service.overlay_name(cfg.registry))
-        commit = entry.new_tag if entry and entry.new_tag and _SHA.match(entry.new_tag) else None
+        commit = (
+            entry.new_tag if entry and entry.new_tag and git.is_commit_sha(entry.new_tag) else None
+        )
         out.append(ServiceImage(service.name, entry, commit, times.get(commit or "")))
     return tuple(out)
-
-
-def _commit_times(root: Path, tags: Sequence[str]) -> dict[str, int]:
-    """Commit times of the tags that are commits of this clone, in one git process."""
-    shas = sorted({tag for tag in tags if _SHA.match(tag)})
-    if not shas:
-        return {}
-    out = git(root, "log", "--no-walk=unsorted", "--ignore-missing", "--format=%H %ct", *shas)
-    return {sha: int(time) for sha, time in (line.split() for line in out.splitlines())}
 
 
 def _behind(

@@ -98,7 +98,7 @@ def promote(
         body = "\n".join(f"{c.name}: {c.after.reference}" for c in promotion.changes)
         trailers = {
             "Promoted-From": source.name,
-            "Source-Commit": ws.context.commit_sha or git.git(ws.root, "rev-parse", "HEAD").strip(),
+            "Source-Commit": ws.context.commit_sha or git.head_commit(ws.root),
             "Pipeline": ws.context.pipeline_url,
         }
         return commit_message(f"{target.name}: promote {names} from {source.name}", body, trailers)

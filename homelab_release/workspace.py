@@ -52,7 +52,7 @@ class Workspace:
         url = (
             self.config.manifests_url
             or self.context.repository_url.secret
-            or _remote_url(self.root)
+            or git.remote_url(self.root)
         )
         if not url:
             raise ConfigError(
@@ -70,9 +70,3 @@ class Workspace:
         if self.context.project_dir:
             return Path(self.context.project_dir)
         return Path.cwd() / REPORT_FOLDER
-
-
-def _remote_url(root: Path) -> str:
-    # TODO(merge): git.remote_url
-    remotes = git.git(root, "remote").split()
-    return git.git(root, "remote", "get-url", "origin").strip() if "origin" in remotes else ""

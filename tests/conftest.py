@@ -7,10 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.gitrepo import GitRepo
 
 pytest_plugins = ["tests.infra"]
+
+# The machine is shared and CI has two cores: a slow example is not a failure.
+settings.register_profile("homelab-release", deadline=None)
+settings.load_profile("homelab-release")
 
 
 @pytest.fixture

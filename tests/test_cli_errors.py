@@ -221,3 +221,18 @@ def test_verbose_after_the_subcommand_logs_debug_details(
     assert "running git" in capsys.readouterr().err
     assert main(["changes", "--repo", str(repo.path), "--base", "HEAD"]) == 0
     assert "running git" not in capsys.readouterr().err
+
+
+def test_library_messages_name_the_parameter_and_the_command_line_the_flag(
+    repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from homelab_release.changes import detect_changes
+    from homelab_release.cli import main
+    from homelab_release.errors import GitError
+
+    repo.commit("seed", "vote/Dockerfile")
+    with pytest.raises(GitError, match=r"SHA as base= \(in a shallow clone") as caught:
+        detect_changes(repo.path, base="nope")
+    assert "--base" not in str(caught.value)
+    assert main(["changes", "--repo", str(repo.path), "--base", "nope"]) == 1
+    assert "SHA as --base (in a shallow clone" in capsys.readouterr().err

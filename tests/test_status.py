@@ -90,17 +90,6 @@ def test_status_marks_stage_behind_develop(
     assert data["environments"][0]["services"]["vote"]["tag"] == second
 
 
-def test_commit_times_skip_commits_this_clone_lacks(tmp_path: Path) -> None:
-    from homelab_release.status import _commit_times
-    from tests.gitrepo import GitRepo
-
-    repo = GitRepo.init(tmp_path / "repo")
-    sha = repo.commit("one", "a")
-    times = _commit_times(repo.path, [sha, "f" * 40, "v1.2", ""])
-    assert list(times) == [sha]
-    assert times[sha] == int(repo.git("show", "-s", "--format=%ct", sha))
-
-
 def test_status_without_a_registry_says_how_to_set_it(tmp_path: Path) -> None:
     from tests.gitrepo import GitRepo
 

@@ -1,1 +1,3 @@
 """Subcommands of ``homelab-release``; each module has ``register(subparsers)``."""
+
+__all__ = []

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TextIO
+
+from homelab_release.context import CiContext
+
+__all__ = ["add_repo_option", "section", "short", "table"]
 
 
 def add_repo_option(parser: argparse.ArgumentParser) -> None:
     """``--repo PATH``: the monorepo checkout (default ``$CI_PROJECT_DIR``, else the current folder)."""
     parser.add_argument(
         "--repo",
-        default=os.environ.get("CI_PROJECT_DIR") or ".",
+        default=CiContext.from_env().project_dir or ".",
         help="the monorepo checkout (default: $CI_PROJECT_DIR, else the current folder)",
     )
 

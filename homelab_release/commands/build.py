@@ -6,6 +6,8 @@ import argparse
 
 from homelab_release.build import build_image
 
+__all__ = ["register", "run"]
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(

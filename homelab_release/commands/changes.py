@@ -10,6 +10,8 @@ import logging
 from homelab_release.changes import ChangeSet, detect_changes
 from homelab_release.commands._common import add_repo_option
 
+__all__ = ["register", "render", "render_json", "run"]
+
 log = logging.getLogger(__name__)
 
 

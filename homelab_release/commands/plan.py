@@ -7,6 +7,8 @@ import argparse
 from homelab_release.commands._common import add_repo_option
 from homelab_release.workflows import Plan, plan
 
+__all__ = ["register", "render", "run"]
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(

@@ -9,6 +9,8 @@ from homelab_release.commands._common import add_repo_option, section, short
 from homelab_release.context import CiContext
 from homelab_release.workflows import PromoteResult, promote
 
+__all__ = ["register", "run", "summary"]
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(

@@ -7,6 +7,8 @@ import argparse
 from homelab_release.images import SPEC_FORMS
 from homelab_release.overlay import OverlayEdit, first_by_name, set_overlay_image
 
+__all__ = ["register", "run", "summary"]
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(

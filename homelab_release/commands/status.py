@@ -8,6 +8,8 @@ import json
 from homelab_release.commands._common import add_repo_option, short, table
 from homelab_release.status import Status, age, environment_status, status_data
 
+__all__ = ["register", "render", "run"]
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
