@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from homelab_release.develop import DevelopPlan
-from homelab_release.errors import ConfigError, ReleaseError
+from homelab_release.errors import ConfigError, FanOutError
 from homelab_release.secrets import HiddenText
 
 __all__ = [
@@ -52,7 +52,6 @@ __all__ = [
     "WRITER",
     "ChildJob",
     "ChildPipeline",
-    "FanOutError",
     "JobSettings",
     "build_job_name",
     "child_pipeline",
@@ -109,10 +108,6 @@ _REPO = '--repo "$CI_PROJECT_DIR"'
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class FanOutError(ReleaseError):
-    """The child pipeline cannot be generated (bad job settings, a secret in its text)."""
 
 
 @dataclass(frozen=True)

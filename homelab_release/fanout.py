@@ -26,7 +26,6 @@ from homelab_release.childpipeline import (
     MAX_NEEDS,
     PLAN_VARIABLES,
     ChildPipeline,
-    FanOutError,
     JobSettings,
     build_job_name,
     child_pipeline,
@@ -46,7 +45,7 @@ from homelab_release.develop import (
     require_overlay,
 )
 from homelab_release.engines.base import Engine
-from homelab_release.errors import ConfigError, ReleaseError
+from homelab_release.errors import ConfigError, FanOutError, ReleaseError
 from homelab_release.files import write_atomic
 from homelab_release.gitops import checkout
 from homelab_release.reports import RunReport

@@ -26,7 +26,6 @@ from homelab_release.childpipeline import (
     PUBLISH_STAGE,
     WRITER,
     ChildPipeline,
-    FanOutError,
     JobSettings,
     build_job_name,
     child_pipeline,
@@ -39,7 +38,7 @@ from homelab_release.demo import Sandbox
 from homelab_release.demo.example import create_example_repos
 from homelab_release.demo.sandbox import DockerEngine, LocalRegistry
 from homelab_release.develop import BuildTarget, DevelopPlan, ServiceBuild
-from homelab_release.errors import ConfigError, ReleaseError
+from homelab_release.errors import ConfigError, FanOutError, ReleaseError
 from homelab_release.fanout import (
     PlannedRun,
     build_planned_service,
