@@ -24,6 +24,7 @@ jobs as it was in the parent's; :func:`render` refuses any text holding a known 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -165,26 +166,61 @@ class ChildJob:
         return dict(self.keys)
 
 
+@dataclass(frozen=True, slots=True)
+class BuildJob:
+    """One ``build:<service>`` job: it extends :data:`BUILD_TEMPLATE`, runs ``script`` (which
+    builds ``service``) and uploads ``built/<record>.json`` ``when: always``."""
+
+    name: str
+    service: str
+    record: str
+    script: str
+
+    @property
+    def artifact(self) -> str:
+        """The path of the build record the job uploads."""
+        return f"{BUILT_FOLDER}/{self.record}.json"
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The job's keywords as a mapping."""
+        return {
+            "extends": BUILD_TEMPLATE,
+            "script": [self.script],
+            "artifacts": {"when": "always", "paths": [self.artifact]},
+        }
+
+
 @dataclass(frozen=True)
 class ChildPipeline:
-    """The child pipeline: stages, pipeline variables (plain, unescaped) and jobs in order.
-
-    ``services`` names the planned services, ``build_jobs`` their job names in the same order.
-    """
+    """The child pipeline: stages, pipeline variables (plain, unescaped) and jobs in order."""
 
     head: str
     stages: tuple[str, ...]
     variables: tuple[tuple[str, str], ...]
-    jobs: tuple[ChildJob, ...]
-    services: tuple[str, ...] = ()
-    build_jobs: tuple[str, ...] = ()
+    jobs: tuple[ChildJob | BuildJob, ...]
+
+    @property
+    def builds(self) -> tuple[BuildJob, ...]:
+        """The build jobs, one per planned service, in the plan's order."""
+        return tuple(job for job in self.jobs if isinstance(job, BuildJob))
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """The planned services."""
+        return tuple(job.service for job in self.builds)
+
+    @property
+    def build_jobs(self) -> tuple[str, ...]:
+        """The names of the build jobs."""
+        return tuple(job.name for job in self.builds)
 
     @property
     def writer_needs(self) -> bool:
         """Whether the writer waits through ``needs`` (else by stage)."""
         return any(job.name == WRITER and "needs" in job.data for job in self.jobs)
 
-    def job(self, name: str) -> ChildJob:
+    def job(self, name: str) -> ChildJob | BuildJob:
         """The job called ``name`` (KeyError when there is none)."""
         for job in self.jobs:
             if job.name == name:
@@ -226,18 +262,28 @@ def child_pipeline(
     variables = _plan_variables(plan)
     if not plan.targets:
         return ChildPipeline(plan.changes.head, (BUILD_STAGE,), variables, (_nothing(settings),))
-    services = plan.services
-    names = tuple(build_job_name(service) for service in services)
+    builds = _build_jobs(plan.services, settings)
+    names = tuple(job.name for job in builds)
     if len(set(names)) != len(names):  # a cleaned name met another (needs a hash collision)
         raise FanOutError(f"two services get the same job name: {', '.join(sorted(names))}")
-    jobs = (
+    jobs: tuple[ChildJob | BuildJob, ...] = (
         _job_template(settings),
         _build_template(settings),
-        *(_build_job(service, settings) for service in services),
+        *builds,
         _writer(names, settings, max_needs),
     )
-    stages = (BUILD_STAGE, PUBLISH_STAGE)
-    return ChildPipeline(plan.changes.head, stages, variables, jobs, services, names)
+    return ChildPipeline(plan.changes.head, (BUILD_STAGE, PUBLISH_STAGE), variables, jobs)
+
+
+def _build_jobs(services: Sequence[str], settings: JobSettings) -> tuple[BuildJob, ...]:
+    command = _command("build_service", settings.nox_args, "--service", "")
+    extra = f" {settings.build_args}" if settings.build_args else ""
+    jobs = []
+    for service in services:
+        record = record_name(service)
+        script = f"{command} {shlex.quote(service)}{extra}"
+        jobs.append(BuildJob(f"build:{record}", service, record, script))
+    return tuple(jobs)
 
 
 def _plan_variables(plan: DevelopPlan) -> tuple[tuple[str, str], ...]:
@@ -281,14 +327,6 @@ def _build_template(settings: JobSettings) -> ChildJob:
 
 def _service(entry: str | Mapping[str, Any]) -> str | dict[str, Any]:
     return entry if isinstance(entry, str) else dict(entry)
-
-
-def _build_job(service: str, settings: JobSettings) -> ChildJob:
-    options = f"--service {shlex.quote(service)}"
-    script = _command("build_service", settings.nox_args, options, settings.build_args)
-    artifacts = {"when": "always", "paths": [f"{BUILT_FOLDER}/{record_name(service)}.json"]}
-    keys = (("extends", BUILD_TEMPLATE), ("script", [script]), ("artifacts", artifacts))
-    return ChildJob(build_job_name(service), keys)
 
 
 def _writer(builds: Sequence[str], settings: JobSettings, max_needs: int) -> ChildJob:
@@ -346,49 +384,63 @@ def render(pipeline: ChildPipeline, secrets: Iterable[HiddenText] = ()) -> str:
         f"{pipeline.head[:12]} ({len(pipeline.services)} service(s)).",
         "# Do not edit: the parent pipeline's fan_out job writes it for each push.",
     ]
-    for key, value in pipeline.data().items():
-        _emit(lines, key, value, 0)
+    _emit_value(lines, "stages:", list(pipeline.stages), 0)
+    variables = {name: _escape(value) for name, value in pipeline.variables}
+    _emit_value(lines, "variables:", variables, 0)
+    for job in pipeline.jobs:
+        if isinstance(job, BuildJob):  # the bulk of a large pipeline: written directly
+            lines.append(
+                f"{_key(job.name)}:\n  extends: {_BUILD_EXTENDS}\n  script:\n"
+                f'    - {_scalar(job.script)}\n  artifacts:\n    when: "always"\n'
+                f"    paths:\n      - {_scalar(job.artifact)}"
+            )
+        else:
+            _emit_value(lines, f"{_key(job.name)}:", job.data, 0)
     text = "\n".join(lines) + "\n"
     _refuse_secrets(text, secrets)
     return text
 
 
-def _emit(lines: list[str], key: str, value: Any, indent: int) -> None:
+_BUILD_EXTENDS = json.dumps(BUILD_TEMPLATE)
+
+
+def _emit_mapping(out: list[str], mapping: dict[str, Any], indent: int, first: str = "") -> None:
+    """Append ``mapping``'s keys at ``indent``; ``first`` starts the first line instead of the
+    indent (``"  - "`` for a mapping in a sequence)."""
     pad = " " * indent
-    head = f"{pad}{_key(key)}:"
-    if isinstance(value, Mapping):
+    for key, value in mapping.items():
+        _emit_value(out, f"{first or pad}{_key(key)}:", value, indent)
+        first = ""
+
+
+def _emit_value(out: list[str], head: str, value: Any, indent: int) -> None:
+    if isinstance(value, dict):
         if not value:
-            lines.append(f"{head} {{}}")
+            out.append(f"{head} {{}}")
             return
-        lines.append(head)
-        for name, item in value.items():
-            _emit(lines, name, item, indent + 2)
+        out.append(head)
+        _emit_mapping(out, value, indent + 2)
     elif isinstance(value, list):
         if not value:
-            lines.append(f"{head} []")
+            out.append(f"{head} []")
             return
-        lines.append(head)
-        for item in value:
-            _emit_item(lines, item, indent + 2)
+        out.append(head)
+        _emit_sequence(out, value, indent + 2)
     else:
-        lines.append(f"{head} {_scalar(value)}")
+        out.append(f"{head} {_scalar(value)}")
 
 
-def _emit_item(lines: list[str], item: Any, indent: int) -> None:
-    pad = " " * indent
-    if isinstance(item, Mapping) and item:
-        first = True
-        for name, value in item.items():
-            sub: list[str] = []
-            _emit(sub, name, value, indent + 2)
-            if first:
-                sub[0] = f"{pad}- {sub[0][indent + 2 :]}"
-                first = False
-            lines.extend(sub)
-    elif isinstance(item, (Mapping, list)):
-        lines.append(f"{pad}- {'{}' if isinstance(item, Mapping) else '[]'}")
-    else:
-        lines.append(f"{pad}- {_scalar(item)}")
+def _emit_sequence(out: list[str], items: list[Any], indent: int) -> None:
+    dash = " " * indent + "- "
+    for item in items:
+        if isinstance(item, dict) and item:
+            _emit_mapping(out, item, indent + 2, dash)
+        elif isinstance(item, (dict, list)):
+            if item:
+                raise TypeError("a sequence in a sequence is not written into a child pipeline")
+            out.append(f"{dash}{{}}" if isinstance(item, dict) else f"{dash}[]")
+        else:
+            out.append(f"{dash}{_scalar(item)}")
 
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.-]*$")
@@ -398,12 +450,14 @@ _YAML_WORDS = frozenset(("y", "n", "yes", "no", "on", "off", "true", "false", "n
 _NON_PRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]")
 
 
+@functools.lru_cache(maxsize=4096)
 def _key(name: str) -> str:
     if _PLAIN_KEY.match(name) and name.lower() not in _YAML_WORDS:
         return name
     return _scalar(name)
 
 
+@functools.lru_cache(maxsize=4096, typed=True)  # typed: True and 1 are not the same value
 def _scalar(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -412,6 +466,8 @@ def _scalar(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError(f"cannot write {type(value).__name__} into the child pipeline")
     quoted = json.dumps(value, ensure_ascii=False)
+    if quoted.isascii() and "\x7f" not in quoted:
+        return quoted
     return _NON_PRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", quoted)
 
 

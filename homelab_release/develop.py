@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -320,7 +321,9 @@ def plan_develop(
         ws.root, base=base, head=head, config=ws.config, pipeline=ws.context.pipeline
     )
     tag = ws.context.commit_sha or changes.head
-    targets = tuple(_target(ws, ws.config.service(name)) for name in changes.services)
+    by_name = {service.name: service for service in ws.config.services}
+    registry = ws.config.require_registry() if changes.services else ""
+    targets = tuple(_target(ws, by_name[name], registry) for name in changes.services)
     return DevelopPlan(environment, changes, tag, targets)
 
 
@@ -360,21 +363,11 @@ def plan_services(
 def service_target(ws: Workspace, name: str) -> BuildTarget:
     """What a build of the service called ``name`` needs (a :class:`ConfigError` names the
     known services when there is none)."""
-    return _target(ws, ws.config.service(name))
+    return _target(ws, ws.config.service(name), ws.config.require_registry())
 
 
-def _target(ws: Workspace, service: Service) -> BuildTarget:
-    registry = ws.config.require_registry()
-    for key, relative, kind in (
-        ("context", service.context, "folder"),
-        ("dockerfile", service.dockerfile, "file"),
-    ):
-        path = ws.root / relative
-        if not (path.is_dir() if kind == "folder" else path.is_file()):
-            raise ConfigError(
-                f"{ws.config.where}: services.{service.name}.{key} = {relative!r}: no such {kind} "
-                f'in {ws.root}; fix the path or add [services.{service.name}] {key} = "..."'
-            )
+def _target(ws: Workspace, service: Service, registry: str) -> BuildTarget:
+    _require_sources(ws, service)
     return BuildTarget(
         service=service.name,
         repository=service.image_repository(registry),
@@ -382,6 +375,25 @@ def _target(ws: Workspace, service: Service) -> BuildTarget:
         dockerfile=service.dockerfile,
         entry_name=service.overlay_name(registry),
     )
+
+
+def _require_sources(ws: Workspace, service: Service) -> None:
+    """The build context must be a folder and the Dockerfile a file (one stat when the Dockerfile
+    is in the context, as it usually is: a plan may hold hundreds of services)."""
+    root = str(ws.root)
+    inside = service.dockerfile.startswith(f"{service.context.rstrip('/')}/")
+    dockerfile = os.path.isfile(os.path.join(root, service.dockerfile))  # noqa: PTH113, PTH118
+    if dockerfile and inside:
+        return
+    for key, relative, kind, found in (
+        ("context", service.context, "folder", os.path.isdir(os.path.join(root, service.context))),  # noqa: PTH112, PTH118
+        ("dockerfile", service.dockerfile, "file", dockerfile),
+    ):
+        if not found:
+            raise ConfigError(
+                f"{ws.config.where}: services.{service.name}.{key} = {relative!r}: no such {kind} "
+                f'in {ws.root}; fix the path or add [services.{service.name}] {key} = "..."'
+            )
 
 
 # -- building ----------------------------------------------------------------------------------
