@@ -148,8 +148,12 @@ class JobSettings:
             if not isinstance(tag, str) or not tag:
                 raise FanOutError(f"job settings: runner tag {tag!r} is not a non-empty string")
         for service in self.build_services:
-            if not isinstance(service, str) and not isinstance(service.get("name"), str):
-                raise FanOutError(f"job settings: build service {service!r} has no name")
+            named = isinstance(service, Mapping) and isinstance(service.get("name"), str)
+            if not (isinstance(service, str) or named):
+                raise FanOutError(
+                    f"job settings: build service {service!r} is neither an image name nor a "
+                    "mapping with a name"
+                )
 
 
 @dataclass(frozen=True)
@@ -376,7 +380,7 @@ def _command(session: str, nox_args: str, options: str, extra: str) -> str:
 def render(pipeline: ChildPipeline, secrets: Iterable[HiddenText] = ()) -> str:
     """The pipeline as YAML text: block style, every string double-quoted, keys in order.
 
-    A :class:`FanOutError` names the setting when the text would hold the value of one of
+    A :class:`FanOutError` names the line when the text would hold the value of one of
     ``secrets`` (a token passed as a setting instead of a ``${VARIABLE}`` reference).
     """
     lines = [

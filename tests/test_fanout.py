@@ -212,7 +212,8 @@ def test_a_secret_value_in_a_setting_is_refused_without_showing_it() -> None:
         ({"image": " "}, "image is empty"),
         ({"source": ""}, "source is empty"),
         ({"build_variables": (("DOCKER-HOST", "x"),)}, "'DOCKER-HOST' is not a CI/CD variable"),
-        ({"build_services": ({"alias": "docker"},)}, "has no name"),
+        ({"build_services": ({"alias": "docker"},)}, "neither an image name nor a mapping"),
+        ({"build_services": (1,)}, "build service 1 is neither"),
         ({"runner_tags": ("",)}, "runner tag ''"),
     ],
 )
