@@ -8,14 +8,14 @@ image of a later commit). ``plan`` is a dry run of the same path.
 
 The child-pipeline strategy (:mod:`homelab_release.fanout`) runs the same steps in separate jobs:
 the parent plans, each build job builds one service of :func:`plan_services`, and the writer
-job hands every job's :class:`ServiceBuild` (read back with :meth:`ServiceBuild.from_record`)
-to :func:`publish_recorded` inside :func:`recorded`, as :func:`build_develop` does.
+job hands every job's :class:`ServiceBuild` (read back from its record, see
+:mod:`homelab_release.buildrecords`) to :func:`publish_recorded` inside :func:`recorded`, as
+:func:`build_develop` does.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -120,77 +120,6 @@ class ServiceBuild:
     def reference(self) -> str:
         """``repository:tag@digest`` of a successful build, else ''."""
         return f"{self.repository}:{self.tag}@{self.digest}" if self.ok else ""
-
-    def to_record(self) -> dict[str, Any]:
-        """The build as JSON-ready data (a child pipeline's ``built/<service>.json``)."""
-        phases = self.durations
-        return {
-            "service": self.service,
-            "repository": self.repository,
-            "tag": self.tag,
-            "digest": self.digest,
-            "ok": self.ok,
-            "error": self.error,
-            "seconds": round(self.seconds, 3),
-            "phases": None
-            if phases is None
-            else {name: round(getattr(phases, name), 3) for name in _PHASES},
-        }
-
-    @classmethod
-    def from_record(cls, data: object, where: str) -> ServiceBuild:
-        """The build :meth:`to_record` wrote; a :class:`ReleaseError` naming ``where`` (the file)
-        and the field when ``data`` is not such a record."""
-        if not isinstance(data, dict):
-            raise ReleaseError(f"{where}: not a build record (a JSON object was expected)")
-        text = {key: _field(data, key, str, where) for key in _TEXT_FIELDS}
-        ok = _field(data, "ok", bool, where)
-        if ok and not (text["repository"] and text["tag"] and text["digest"]):
-            raise ReleaseError(f"{where}: a successful build needs repository, tag and digest")
-        seconds = _number(_field(data, "seconds", (int, float), where), "seconds", where)
-        phases = data.get("phases")
-        if phases is not None and not isinstance(phases, dict):
-            raise ReleaseError(f"{where}: phases must be an object or null")
-        durations = (
-            None
-            if phases is None
-            else BuildDurations(
-                **{
-                    name: _number(_field(phases, name, (int, float), where), name, where)
-                    for name in _PHASES
-                }
-            )
-        )
-        return cls(ok=ok, seconds=seconds, durations=durations, **text)
-
-
-_PHASES = ("cache_pull", "build", "push", "verify")
-_TEXT_FIELDS = ("service", "repository", "tag", "digest", "error")
-
-
-def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    value = data.get(key)
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        shown = kind.__name__ if isinstance(kind, type) else "number"
-        raise ReleaseError(f"{where}: {key} must be a {shown}, not {_json_type(value)}")
-    return value
-
-
-def _number(value: float, key: str, where: str) -> float:
-    if not math.isfinite(value) or value < 0:
-        raise ReleaseError(f"{where}: {key} must be a number of seconds, not {value}")
-    return float(value)
-
-
-def _json_type(value: object) -> str:
-    """The JSON name of ``value``'s type, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    return {str: "a string", int: "a number", float: "a number", list: "an array"}.get(
-        type(value), "an object"
-    )
 
 
 @dataclass(frozen=True)

@@ -21,15 +21,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from homelab_release.buildrecords import read_build_records, write_build_record
 from homelab_release.childpipeline import (
     BUILT_FOLDER,
     MAX_NEEDS,
     PLAN_VARIABLES,
     ChildPipeline,
     JobSettings,
-    build_job_name,
     child_pipeline,
-    record_name,
     render,
 )
 from homelab_release.config import ReleaseConfig
@@ -61,8 +60,6 @@ __all__ = [
     "fan_out",
     "generate",
     "publish_planned",
-    "read_build_records",
-    "write_build_record",
 ]
 
 log = logging.getLogger(__name__)
@@ -221,7 +218,7 @@ def build_planned_service(
     In a child pipeline the tag, head and environment are the parent's plan (a service the
     parent did not plan is an error); elsewhere the tag is ``tag``, else ``CI_COMMIT_SHA``, else
     ``HEAD``. The record goes to ``output`` (default ``built/`` in the report folder) as
-    ``<service>.json`` (see :func:`~homelab_release.childpipeline.record_name`). A failed build is
+    ``<service>.json`` (:func:`~homelab_release.buildrecords.write_build_record`). A failed build is
     returned, not raised; an error before the build is recorded, then raised.
     """
     ws = Workspace.open(repo, config, env)
@@ -253,13 +250,6 @@ def _service_plan(
     return plan_services(
         ws, [service], environment=planned.environment, tag=tag or planned.tag, head=planned.head
     )
-
-
-def write_build_record(folder: Path, build: ServiceBuild) -> Path:
-    """Write ``build`` as ``folder/<service>.json`` (atomically); return the path."""
-    path = folder / f"{record_name(build.service)}.json"
-    write_atomic(path, json.dumps(build.to_record(), indent=2) + "\n")
-    return path
 
 
 # -- the child: the writer -------------------------------------------------------------------------
@@ -304,57 +294,3 @@ def publish_planned(
         builds = read_build_records(folder, plan)
         result = publish_recorded(ws, plan, builds, record)
     return replace(result, reports=record.paths)
-
-
-def read_build_records(folder: Path, plan: DevelopPlan) -> tuple[ServiceBuild, ...]:
-    """One build per planned service, in the plan's order, from ``folder/<service>.json``.
-
-    A missing, unreadable or mismatched record (another service, tag or repository) gives a
-    failed build saying why; files of services not in the plan are ignored.
-    """
-    planned = {f"{record_name(t.service)}.json" for t in plan.targets}
-    strays = sorted(p.name for p in folder.glob("*.json") if p.name not in planned)
-    if strays:
-        log.warning("ignoring build records of services not planned: %s", ", ".join(strays))
-    builds = []
-    for target in plan.targets:
-        path = folder / f"{record_name(target.service)}.json"
-        try:
-            build = _read_record(path, target.service, target.repository, plan.tag)
-        except ReleaseError as err:
-            log.error("%s: %s", target.service, err)  # noqa: TRY400 (expected failure)
-            build = ServiceBuild(
-                target.service, target.repository, plan.tag, ok=False, error=str(err)
-            )
-        builds.append(build)
-    return tuple(builds)
-
-
-def _read_record(path: Path, service: str, repository: str, tag: str) -> ServiceBuild:
-    job = build_job_name(service)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ReleaseError(
-            f"no build record {path.name}: job {job} did not finish (see its log)"
-        ) from None
-    except OSError as err:
-        raise ReleaseError(f"{path}: cannot read the build record ({err.strerror})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ReleaseError(f"{path.name}: not JSON ({err.msg}, line {err.lineno})") from None
-    build = ServiceBuild.from_record(data, path.name)
-    for what, found, wanted in (
-        ("service", build.service, service),
-        ("tag", build.tag, tag),
-        ("repository", build.repository, repository),
-    ):
-        if build.ok and found != wanted:
-            raise ReleaseError(
-                f"{path.name} is for {what} {found!r}, but the plan has {wanted!r}: "
-                f"a record from another pipeline; rerun job {job}"
-            )
-    if build.service != service:
-        raise ReleaseError(f"{path.name} is for service {build.service!r}, not {service!r}")
-    return build

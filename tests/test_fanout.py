@@ -17,6 +17,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
+from homelab_release.buildrecords import (
+    from_record,
+    read_build_records,
+    to_record,
+    write_build_record,
+)
 from homelab_release.changes import ChangeSet
 from homelab_release.childpipeline import (
     BUILD_STAGE,
@@ -29,7 +35,6 @@ from homelab_release.childpipeline import (
     JobSettings,
     build_job_name,
     child_pipeline,
-    parse_gitlab_array,
     record_name,
     render,
 )
@@ -45,10 +50,9 @@ from homelab_release.fanout import (
     fan_out,
     generate,
     publish_planned,
-    read_build_records,
-    write_build_record,
 )
 from homelab_release.git import git
+from homelab_release.gitlabtext import parse_gitlab_array
 from homelab_release.overlay import read_overlay_images
 from homelab_release.secrets import HiddenText
 from homelab_release.workspace import Workspace
@@ -276,19 +280,20 @@ def test_a_build_record_reads_back_as_the_build(tmp_path: Path) -> None:
                          seconds=2.5, durations=BuildDurations(0.1, 1.5, 0.7, 0.2))  # fmt: skip
     path = write_build_record(tmp_path, build)
     assert path.name == "auth.svc.json"
-    assert ServiceBuild.from_record(json.loads(path.read_text()), path.name) == build
+    assert from_record(json.loads(path.read_text()), path.name) == build
     failed = ServiceBuild("cart", "", SHA, ok=False, error="COPY failed")
-    assert ServiceBuild.from_record(failed.to_record(), "x") == failed
+    assert from_record(to_record(failed), "x") == failed
 
 
 @pytest.mark.parametrize(
     ("change", "error"),
     [
-        ({"ok": "yes"}, "ok must be a bool, not a string"),
+        ({"ok": "yes"}, "ok must be a boolean, not a string"),
         ({"seconds": -1}, "seconds must be a number of seconds"),
         ({"seconds": True}, "seconds must be a number, not a boolean"),
         ({"digest": ""}, "a successful build needs repository, tag and digest"),
-        ({"service": None}, "service must be a str, not null"),
+        ({"service": None}, "service must be a string, not null"),
+        ({"error": ["x"]}, "error must be a string, not an array"),
         ({"phases": {"build": 1}}, "cache_pull must be a number, not null"),
         ({"phases": []}, "phases must be an object or null"),
     ],
@@ -296,7 +301,7 @@ def test_a_build_record_reads_back_as_the_build(tmp_path: Path) -> None:
 def test_a_bad_build_record_is_named(change: dict[str, Any], error: str) -> None:
     good = ServiceBuild("vote", f"{REGISTRY}/vote", SHA, ok=True, digest="sha256:" + "2" * 64)
     with pytest.raises(ReleaseError, match=re.escape(f"vote.json: {error}")):
-        ServiceBuild.from_record(good.to_record() | change, "vote.json")
+        from_record(to_record(good) | change, "vote.json")
 
 
 def test_records_missing_broken_or_from_another_pipeline_count_as_failed(tmp_path: Path) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from homelab_release.childpipeline import MAX_NEEDS, JobSettings, parse_gitlab_array
+from homelab_release.childpipeline import MAX_NEEDS, JobSettings
 from homelab_release.commands._common import add_repo_option, section
 from homelab_release.context import CiContext
 from homelab_release.errors import ConfigError
 from homelab_release.fanout import FanOut, fan_out
+from homelab_release.gitlabtext import parse_gitlab_array
 
 __all__ = ["register", "run", "settings", "summary"]
 
