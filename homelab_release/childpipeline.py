@@ -105,9 +105,9 @@ _CACHE = {"key": "homelab-release-pip", "paths": [".cache/pip"]}
 _NOX = 'nox --noxfile "$HOMELAB_RELEASE_HOME/noxfile.py"'
 _REPO = '--repo "$CI_PROJECT_DIR"'
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
-_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ class JobSettings:
                 raise FanOutError(f"job settings: {name} is empty; pass --{name} (the template "
                                   f"passes its {name} input)")  # fmt: skip
         for name, _ in self.build_variables:
-            if not _VARIABLE_NAME.match(name):
+            if not _VARIABLE_NAME.fullmatch(name):
                 raise FanOutError(f"job settings: {name!r} is not a CI/CD variable name")
         for tag in self.runner_tags:
             if not isinstance(tag, str) or not tag:
@@ -251,7 +251,7 @@ def build_job_name(service: str) -> str:
 def record_name(service: str) -> str:
     """The service's name in job names and file names: ``built/<record_name>.json``."""
     limit = MAX_JOB_NAME - len("build:")
-    if _SAFE_NAME.match(service) and len(service) <= limit:
+    if _SAFE_NAME.fullmatch(service) and len(service) <= limit:
         return service
     digest = hashlib.sha256(service.encode("utf-8")).hexdigest()[:10]
     cleaned = _UNSAFE_CHARS.sub("-", service).strip("-._") or "service"
@@ -446,7 +446,7 @@ def _emit_sequence(out: list[str], items: list[Any], indent: int) -> None:
             out.append(f"{dash}{_scalar(item)}")
 
 
-_PLAIN_KEY = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.-]*$")
+_PLAIN_KEY = re.compile(r"[A-Za-z_.][A-Za-z0-9_.-]*")
 _YAML_WORDS = frozenset(("y", "n", "yes", "no", "on", "off", "true", "false", "null", "~", "<<"))
 # What YAML 1.1 may not hold unescaped: C0/C1 controls except tab and newline (json escapes
 # those), DEL, NEL, surrogates, the line and paragraph separators, the byte order mark, U+FFFE/F.
@@ -455,7 +455,7 @@ _NON_PRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uff
 
 @functools.lru_cache(maxsize=4096)
 def _key(name: str) -> str:
-    if _PLAIN_KEY.match(name) and name.lower() not in _YAML_WORDS:
+    if _PLAIN_KEY.fullmatch(name) and name.lower() not in _YAML_WORDS:
         return name
     return _scalar(name)
 

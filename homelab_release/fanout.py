@@ -104,7 +104,7 @@ class PlannedRun:
             head=variables[names["head"]],
             base=variables.get(names["base"]) or None,
             reason=variables.get(names["reason"], ""),
-            changed_files=int(files) if files.isdigit() else None,
+            changed_files=int(files) if files.isascii() and files.isdigit() else None,
         )
 
 

@@ -94,7 +94,9 @@ def test_plain_service_names_are_kept(service: str, job: str) -> None:
     assert record_name(service) == service
 
 
-@pytest.mark.parametrize("service", ["my service", "a:b", "ünï", "-dash", "x" * 300, "a/b", "."])
+@pytest.mark.parametrize(
+    "service", ["my service", "a:b", "ünï", "-dash", "x" * 300, "a/b", ".", "vote\n", "a\nb"]
+)
 def test_other_names_are_cleaned_hashed_and_short_enough(service: str) -> None:
     name = build_job_name(service)
     assert re.fullmatch(r"build:[A-Za-z0-9][A-Za-z0-9._-]*-[0-9a-f]{10}", name), name
@@ -149,7 +151,10 @@ def test_nothing_planned_gives_one_job_that_says_so() -> None:
 
 
 def test_same_input_same_bytes_and_the_yaml_reads_back_as_the_data() -> None:
-    plan = plan_of(["b", "a.v2", "c-d"], reason='ünïcode \u2028 line\tseparator \x7f and "quotes"')
+    plan = plan_of(
+        ["b", "a.v2", "c-d", "x\ny: z", "on"],
+        reason='ünïcode \u2028 line\tseparator \x7f and "quotes"',
+    )
     settings = replace(
         SETTINGS,
         runner_tags=("docker", "on"),
@@ -161,6 +166,15 @@ def test_same_input_same_bytes_and_the_yaml_reads_back_as_the_data() -> None:
     first = render(child_pipeline(plan, settings))
     assert first == render(child_pipeline(plan, settings))
     assert load(first) == child_pipeline(plan, settings).data()
+
+
+@given(
+    st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=5, unique=True),
+    st.text(max_size=80),
+)
+def test_any_names_and_reason_read_back_as_written(services: list[str], reason: str) -> None:
+    pipeline = child_pipeline(plan_of(services, reason=reason), SETTINGS)
+    assert load(render(pipeline)) == pipeline.data()
 
 
 def test_plan_values_are_escaped_so_gitlab_never_expands_them() -> None:
