@@ -33,6 +33,7 @@ with ``--sed``.
 from __future__ import annotations
 
 import argparse
+import re
 import secrets
 import shutil
 import statistics
@@ -104,6 +105,23 @@ class Outcome:
     commits: int
     landed: int
     failed_jobs: tuple[str, ...]
+    job_seconds: tuple[tuple[str, float], ...] = ()
+
+
+_FINISHED = re.compile(
+    r"^\s*(?:\[[^\]]+\] -> )?(?P<job>\S+)\s+finished in (?P<value>[\d.]+) (?P<unit>ms|s|min)\b",
+    re.MULTILINE,
+)
+_UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0}
+
+
+def job_seconds(run: PipelineRun) -> tuple[tuple[str, float], ...]:
+    """Each job's own time as gitlab-ci-local reports it (``finished in 823 ms``)."""
+    return tuple(
+        (m["job"], float(m["value"]) * _UNITS[m["unit"]])
+        for m in _FINISHED.finditer(run.output)
+        if m["job"] != "pipeline"
+    )
 
 
 @dataclass(frozen=True)
@@ -201,7 +219,8 @@ def outcome(design: str, layout: Layout, run: PipelineRun) -> Outcome:
     images = YAML(typ="safe").load(text).get("images") or []
     landed = sum(1 for entry in images if str(entry.get("newTag")) == layout.change)
     failed = tuple(job for job, code in job_results(run).items() if code)
-    return Outcome(design, run.seconds, run.ok and not failed, int(commits), landed, failed)
+    ok = run.ok and not failed
+    return Outcome(design, run.seconds, ok, int(commits), landed, failed, job_seconds(run))
 
 
 def run_design(sandbox: Sandbox, design: str, folder: Path) -> Outcome:
@@ -271,6 +290,19 @@ def report(results: list[Outcome], designs: tuple[str, ...], kustomize: Path | N
     return "\n".join(lines)
 
 
+def job_times(results: list[Outcome], designs: tuple[str, ...]) -> str:
+    """The median time of each job of each design, in the order the jobs finished."""
+    lines = []
+    for design in designs:
+        times: dict[str, list[float]] = {}
+        for result in (r for r in results if r.design == design):
+            for job, seconds in result.job_seconds:
+                times.setdefault(job, []).append(seconds)
+        jobs = ", ".join(f"{job} {statistics.median(v):.2f}s" for job, v in times.items())
+        lines.append(f"{design}: {jobs}")
+    return "\n".join(lines)
+
+
 def _spread(values: list[int]) -> str:
     low, high = min(values), max(values)
     return str(low) if low == high else f"{low}-{high}"
@@ -305,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         sandbox = Sandbox(engine, registry, source, kustomize)
         results = measure(sandbox, designs, args.rounds, args.warmup, folder / "runs")
     print(report(results, designs, kustomize))
+    print(f"\nmedian job times\n{job_times(results, designs)}")
     return 0
 
 
