@@ -82,6 +82,9 @@ class ReleaseConfig:
     insecure_registries: tuple[str, ...] = field(default=())
     #: key -> (its text, the variables it uses that are unset): for messages about empty values
     unset_variables: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    #: Whether every service's context folder and Dockerfile were found under ``root`` when the
+    #: configuration was loaded (:func:`load_config` checks them; a hand-made one is not checked).
+    sources_checked: bool = False
 
     @property
     def where(self) -> str:
@@ -248,6 +251,7 @@ def _build(
         insecure_registries=registry.get("insecure", ()),
         author=manifests.get("author", DEFAULT_AUTHOR),
         unset_variables={k: (text, tuple(names)) for k, (text, names) in reader.unset.items()},
+        sources_checked=True,  # configured services by _check_sources, found ones by discovery
     )
 
 

@@ -242,8 +242,8 @@ def plan_develop(
 ) -> DevelopPlan:
     """The changed services and everything a build of each needs, checked now.
 
-    The tag is ``CI_COMMIT_SHA``, else the head commit. (Every service's context folder and
-    Dockerfile were checked when the configuration was loaded.)
+    The tag is ``CI_COMMIT_SHA``, else the head commit. Every service's context folder and
+    Dockerfile must exist (checked when the configuration was loaded from this tree, else here).
     """
     ws.config.environment(environment)
     changes = detect_changes(
@@ -307,8 +307,10 @@ def _target(ws: Workspace, service: Service, registry: str) -> BuildTarget:
 
 
 def _require_sources(ws: Workspace, service: Service) -> None:
-    """The build context must be a folder and the Dockerfile a file (one stat when the Dockerfile
-    is in the context, as it usually is: a plan may hold hundreds of services)."""
+    """The build context must be a folder and the Dockerfile a file: checked here unless loading
+    the configuration from this tree checked it (a plan may hold hundreds of services)."""
+    if ws.config.sources_checked and ws.config.root == ws.root:
+        return
     root = str(ws.root)
     inside = service.dockerfile.startswith(f"{service.context.rstrip('/')}/")
     dockerfile = os.path.isfile(os.path.join(root, service.dockerfile))  # noqa: PTH113, PTH118

@@ -527,3 +527,25 @@ def test_fan_out_refuses_an_overlay_missing_before_any_build(box: Sandbox) -> No
     ):
         fan_out(work, SETTINGS, env=env)
     assert not (work / "child-pipeline.yml").exists()
+
+
+def test_a_hand_made_config_has_its_sources_checked_when_planned(tmp_path: Path) -> None:
+    from homelab_release.config import Environment, ReleaseConfig, Service
+    from homelab_release.context import CiContext
+    from homelab_release.develop import plan_services
+
+    run_git(tmp_path, "init", "-q", "-b", "develop")
+    (tmp_path / "vote").mkdir()
+    (tmp_path / "vote" / "Dockerfile").write_text("FROM scratch\n")
+    run_git(tmp_path, "add", ".")
+    run_git(tmp_path, "commit", "-qm", "vote")
+    services = (
+        Service("vote", ("vote/**/*",), "vote", "vote/Dockerfile", "vote"),
+        Service("poll", ("poll/**/*",), "poll", "poll/Dockerfile", "poll"),
+    )
+    develop = (Environment("develop", "k8s/overlays/develop"),)
+    config = ReleaseConfig(tmp_path, registry=REGISTRY, services=services, environments=develop)
+    ws = Workspace(tmp_path, config, CiContext.from_env({}), {})
+    assert plan_services(ws, ["vote"]).services == ("vote",)
+    with pytest.raises(ConfigError, match=r"services\.poll\.context = 'poll': no such folder"):
+        plan_services(ws, ["poll"])
