@@ -549,3 +549,77 @@ def test_a_hand_made_config_has_its_sources_checked_when_planned(tmp_path: Path)
     assert plan_services(ws, ["vote"]).services == ("vote",)
     with pytest.raises(ConfigError, match=r"services\.poll\.context = 'poll': no such folder"):
         plan_services(ws, ["poll"])
+
+
+def small_monorepo(root: Path, services: tuple[str, ...] = ("vote", "result")) -> str:
+    """A monorepo whose second commit changes every service; returns the first commit."""
+    root.mkdir()
+    (root / "homelab-release.toml").write_text(
+        '[registry]\nrepository = "registry.example.com/m"\n'
+    )
+    for service in services:
+        (root / service).mkdir()
+        (root / service / "Dockerfile").write_text("FROM scratch\n")
+    run_git(root, "init", "-q", "-b", "develop")
+    run_git(root, "add", ".")
+    run_git(root, "commit", "-qm", "services")
+    first = run_git(root, "rev-parse", "HEAD").strip()
+    for service in services:
+        (root / service / "app.txt").write_text("new\n")
+    run_git(root, "add", ".")
+    run_git(root, "commit", "-qm", "change")
+    return first
+
+
+def test_the_command_reads_the_template_options_as_gitlab_writes_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # outside CI, changes.json goes to ./homelab-release-reports
+    first = small_monorepo(tmp_path / "monorepo")
+    output = tmp_path / "child.yml"
+    argv = [
+        "fan-out", "--repo", str(tmp_path / "monorepo"), "--base", first, "--no-check",
+        "--output", str(output), "--image=python:3.12", "--source=https://h/r.git",
+        "--nox-args=--no-venv", '--runner-tags=["docker", "linux"]',
+        '--build-services=[{:name=>"docker:27-dind", :alias=>"docker"}]',
+        "--build-variable=DOCKER_HOST=tcp://docker:2376", "--build-variable=DOCKER_TLS_VERIFY=",
+        "--build-args=--engine docker",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "child pipeline: 2 build job(s), then the writer" in out
+    changes = json.loads((tmp_path / "homelab-release-reports" / "changes.json").read_text())
+    assert (changes["base"], changes["services"]) == (first, ["result", "vote"])
+    data = load(output.read_text())
+    assert data[".homelab-release"]["tags"] == ["docker", "linux"]
+    build = data[".homelab-release-build"]
+    assert build["services"] == [{"name": "docker:27-dind", "alias": "docker"}]
+    assert build["variables"] == {"DOCKER_HOST": "tcp://docker:2376", "DOCKER_TLS_VERIFY": ""}
+    (script,) = data["build:vote"]["script"]
+    assert script.endswith(
+        '-s build_service --no-venv -- --repo "$CI_PROJECT_DIR" --service vote --engine docker'
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "error"),
+    [
+        ("--build-variable=DOCKER_HOST", "--build-variable 'DOCKER_HOST': write NAME=VALUE"),
+        ("--build-services=docker:27-dind", "--build-services: 'docker:27-dind' is neither JSON"),
+        ("--image= ", "image is empty"),
+    ],
+)
+def test_the_command_names_a_bad_option(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    option: str,
+    error: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    first = small_monorepo(tmp_path / "monorepo")
+    argv = ["fan-out", "--repo", str(tmp_path / "monorepo"), "--base", first, "--no-check",
+            "--image=python:3.12", "--source=https://h/r.git", option]  # fmt: skip
+    assert main(argv) == 1
+    assert error in capsys.readouterr().err
+    assert not (tmp_path / "homelab-release-reports").exists(), "nothing written"
