@@ -78,7 +78,7 @@ def status(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def demo(session: nox.Session) -> None:
-    """Run the whole develop -> stage flow on the example in a local sandbox (needs root)."""
+    """Run the whole develop -> stage flow on the example in a sandbox (buildah; -- --engine docker)."""
     _install_self(session)
     example = ROOT / "examples" / "homelab-go"
     session.run("homelab-release", "demo", "--example", str(example), *session.posargs)
@@ -86,10 +86,10 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Run one benchmark: nox -s bench -- changes|overlay|build|pipeline [its options]."""
+    """Run one benchmark: nox -s bench -- changes|overlay|build|buildah|pipeline [its options]."""
     session.install("-e", ".")
     if not session.posargs:
-        session.error("name a benchmark: changes, overlay, build or pipeline")
+        session.error("name a benchmark: changes, overlay, build, buildah or pipeline")
     name, *options = session.posargs
     session.run("python", str(ROOT / "benchmarks" / f"bench_{name}.py"), *options)
 

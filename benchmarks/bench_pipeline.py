@@ -51,7 +51,7 @@ if str(ROOT) not in sys.path:  # run as a script: make tests.gitlabci importable
     sys.path.insert(0, str(ROOT))
 
 from homelab_release import proc  # noqa: E402
-from homelab_release.demo.example import ExampleRepos, create_example_repos  # noqa: E402
+from homelab_release.demo.example import BUILDAH_ONLY, ExampleRepos, create_example_repos  # noqa: E402
 from homelab_release.demo.sandbox import DockerEngine, LocalRegistry  # noqa: E402
 from homelab_release.errors import CommandError  # noqa: E402
 from homelab_release.git import git  # noqa: E402
@@ -152,7 +152,7 @@ def find_kustomize(prefix: Path, use_sed: bool) -> Path | None:
 def lay_out(folder: Path, write_ci: Callable[[Path], None]) -> Layout:
     """The example with its CI file committed, then one push that changes all three services."""
     folder.mkdir(parents=True)
-    repos = create_example_repos(folder)
+    repos = create_example_repos(folder, without=BUILDAH_ONLY)
     add_gitlab_origin(repos.work)
     write_ci(repos.work)
     base = repos.commit("CI configuration")

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import TypedDict, Unpack
 
 from homelab_release import git
+from homelab_release.config import CONFIG_NAME, load_config
 from homelab_release.context import CiContext
 from homelab_release.dockerfile import read_dockerfile
 from homelab_release.engines.base import DEFAULT_TIMEOUT, BuildRequest, Engine, LocalImage
-from homelab_release.engines.docker import DockerBuilder
+from homelab_release.engines.choice import make_engine
 from homelab_release.errors import BuildError, PushError, RegistryError, ReleaseError
 from homelab_release.images import ImageRef, check_tag
 from homelab_release.latest import LATEST, REVISION_LABEL, LatestMove, advance_latest
@@ -37,6 +38,7 @@ __all__ = [
     "build_image",
     "build_request",
     "push_order",
+    "refusal",
 ]
 
 log = logging.getLogger(__name__)
@@ -121,7 +123,8 @@ def build_request(
     - ``tags``: pushed in the order given, ``latest`` last (:func:`push_order`).
     - ``cache_from``: images the Docker Engine pulls as layer cache; default
       ``[repository:latest]``; ``[]`` pulls nothing.
-    - ``cache_repo``: a repository (no tag) buildah reads and writes every layer to.
+    - ``cache_repo``: a repository (no tag) buildah reads and writes every layer of every stage
+      to; None or ``""``: none.
     - ``labels``: added after the OCI labels :func:`build_image` sets.
     - ``timeout``: seconds any one engine request (or quiet build step) may take.
 
@@ -139,7 +142,7 @@ def build_request(
         build_args=dict(build_args or {}),
         target=target,
         cache_from=None if cache_from is None else tuple(ImageRef.parse(r) for r in cache_from),
-        cache_repo=None if cache_repo is None else _repository(cache_repo, "cache_repo"),
+        cache_repo=_repository(cache_repo, "cache_repo") if cache_repo else None,
         insecure_registries=tuple(insecure_registries),
         timeout=timeout,
     )
@@ -148,7 +151,7 @@ def build_request(
 def build_image(
     request: BuildRequest | None = None,
     *,
-    engine: Engine | None = None,
+    engine: Engine | str | None = None,
     credentials: RegistryCredentials | None = None,
     push: bool = True,
     revision: str | None = None,
@@ -161,22 +164,33 @@ def build_image(
     Give a :class:`BuildRequest` from :func:`build_request`, or its keyword arguments directly
     (``build_image(context="vote", repository="registry/homelab/vote", tags=[sha, "latest"])``).
 
-    - ``engine``: default the Docker Engine named by ``DOCKER_HOST`` (read from ``env``).
+    - ``engine``: an :class:`~homelab_release.engines.base.Engine`, or ``"docker"``,
+      ``"buildah"`` or ``"auto"``; None: ``[build] engine`` of the ``homelab-release.toml`` at the
+      context's git top level, else ``HOMELAB_RELEASE_ENGINE``, else ``auto`` (the Docker Engine
+      when one answers on ``DOCKER_HOST`` or the default socket, else buildah when installed).
+    - ``cache_repo`` (keyword form): None takes ``[build] cache_repo`` of that file, else
+      ``${CI_REGISTRY_IMAGE}/cache``; ``""`` builds without one. A :class:`BuildRequest` is
+      used as it is.
     - ``credentials``: default ``CI_REGISTRY_USER`` / ``CI_REGISTRY_PASSWORD`` (from ``env``);
       given to the engine for the repository's registry only.
     - ``revision`` / ``source``: the ``org.opencontainers.image.revision`` / ``.source`` labels;
       default ``CI_COMMIT_SHA`` (else the context's git HEAD) and ``CI_PROJECT_URL``.
     - ``env``: the mapping every default above is read from; default the process environment.
 
-    Raises :class:`BuildError` (bad arguments, a Dockerfile the engine cannot build, engine
-    unreachable, failed step), :class:`PushError` (push or digest check failed) and
+    Raises :class:`BuildError` (bad arguments, a Dockerfile the engine cannot build, no engine,
+    failed step), :class:`PushError` (push or digest check failed) and
     :class:`~homelab_release.errors.ImageRefError` (bad name).
     """
     ctx = CiContext.from_env(env)
-    request = _request(request, arguments)
+    project = _project_settings(request, arguments, ctx, engine)
+    request = _request(request, arguments, project.cache_repo)
     request = _with_oci_labels(request, revision, source, ctx)
-    owned = engine is None
-    builder: Engine = engine or DockerBuilder(settings=ctx.docker, timeout=request.timeout)
+    owned = engine is None or isinstance(engine, str)
+    builder = (
+        make_engine(engine, ctx, config=project.engine, timeout=request.timeout)
+        if engine is None or isinstance(engine, str)
+        else engine
+    )
     try:
         _refuse_unsupported(builder, request)
         auth = credentials if credentials is not None else ctx.registry_credentials
@@ -234,7 +248,9 @@ def _durations(local: LocalImage, watch: _Stopwatch) -> BuildDurations:
 # -- checks before the engine is contacted -----------------------------------------------------
 
 
-def _request(request: BuildRequest | None, arguments: BuildArguments) -> BuildRequest:
+def _request(
+    request: BuildRequest | None, arguments: BuildArguments, cache_repo: str
+) -> BuildRequest:
     if request is not None and arguments:
         raise BuildError(f"give a BuildRequest or its arguments, not both ({', '.join(arguments)})")
     if request is not None:
@@ -242,7 +258,41 @@ def _request(request: BuildRequest | None, arguments: BuildArguments) -> BuildRe
     missing = [key for key in ("context", "repository", "tags") if key not in arguments]
     if missing:
         raise BuildError(f"build_image needs a BuildRequest or {', '.join(missing)}=")
+    if arguments.get("cache_repo") is None:
+        arguments = {**arguments, "cache_repo": cache_repo}
     return build_request(**arguments)
+
+
+@dataclass(frozen=True)
+class _ProjectSettings:
+    """``[build]`` of the monorepo a build's context is in ('' where it says nothing)."""
+
+    engine: str = ""
+    cache_repo: str = ""
+
+
+def _project_settings(
+    request: BuildRequest | None,
+    arguments: BuildArguments,
+    ctx: CiContext,
+    engine: Engine | str | None,
+) -> _ProjectSettings:
+    """The engine and default cache repository of the ``homelab-release.toml`` at the git top
+    level of the build's context (read only when needed), else ``${CI_REGISTRY_IMAGE}/cache``."""
+    fallback = f"{ctx.registry_image.rstrip('/')}/cache" if ctx.registry_image else ""
+    wants_cache = request is None and arguments.get("cache_repo") is None
+    wants_engine = engine is None
+    context = request.context if request else arguments.get("context")
+    if not (wants_cache or wants_engine) or context is None or not Path(context).is_dir():
+        return _ProjectSettings(cache_repo=fallback)
+    try:
+        root = git.toplevel(Path(context))
+    except ReleaseError:
+        return _ProjectSettings(cache_repo=fallback)
+    if not (root / CONFIG_NAME).is_file():
+        return _ProjectSettings(cache_repo=fallback)
+    config = load_config(root, ctx.variables)
+    return _ProjectSettings(config.engine, config.cache_repo)
 
 
 def _repository(repository: str, what: str = "repository") -> ImageRef:
@@ -294,13 +344,20 @@ def _dockerfile(context: Path, dockerfile: Path | str | None) -> Path:
 
 def _refuse_unsupported(engine: Engine, request: BuildRequest) -> None:
     """A Dockerfile the engine cannot build fails here, before anything runs."""
-    found = engine.unsupported(read_dockerfile(request.dockerfile))
-    if found:
-        raise BuildError(
-            f"{request.dockerfile} needs BuildKit ({'; '.join(found)}), which the {engine.name} "
-            "engine cannot build; build it with the buildah engine (engine buildah) or rewrite "
-            "it for the classic builder"
-        )
+    message = refusal(engine, request.dockerfile)
+    if message:
+        raise BuildError(message)
+
+
+def refusal(engine: Engine, dockerfile: Path) -> str:
+    """Why ``engine`` cannot build ``dockerfile`` and how to build it; '' when it can."""
+    found = engine.unsupported(read_dockerfile(dockerfile))
+    if not found:
+        return ""
+    return (
+        f"{dockerfile} uses {'; '.join(found)}, which the {engine.name} engine cannot build; "
+        f"{engine.remedy()}"
+    )
 
 
 def _with_oci_labels(

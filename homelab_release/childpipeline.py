@@ -280,7 +280,7 @@ def child_pipeline(
 
 def _build_jobs(services: Sequence[str], settings: JobSettings) -> tuple[BuildJob, ...]:
     command = _command("build_service", settings.nox_args, "--service", "")
-    extra = f" {settings.build_args}" if settings.build_args else ""
+    extra = f" {settings.build_args.strip()}" if settings.build_args.strip() else ""
     jobs = []
     for service in services:
         record = record_name(service)
@@ -369,7 +369,7 @@ def _tags(settings: JobSettings) -> list[tuple[str, Any]]:
 
 
 def _command(session: str, nox_args: str, options: str, extra: str) -> str:
-    parts = (_NOX, f"-s {session}", nox_args, "--", _REPO, options, extra)
+    parts = (_NOX, f"-s {session}", nox_args.strip(), "--", _REPO, options, extra.strip())
     return " ".join(part for part in parts if part)
 
 

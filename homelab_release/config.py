@@ -17,8 +17,19 @@ from typing import Any
 
 from homelab_release.context import read_environment
 from homelab_release.dotenv import dotenv_key
-from homelab_release.errors import ConfigError
+from homelab_release.errors import ConfigError, ReleaseError
 from homelab_release.gitops import DEFAULT_AUTHOR
+from homelab_release.images import ImageRef
+
+__all__ = [
+    "CONFIG_NAME",
+    "DEFAULT_MANIFESTS_BRANCH",
+    "ENGINES",
+    "Environment",
+    "ReleaseConfig",
+    "Service",
+    "load_config",
+]
 
 __all__ = [
     "CONFIG_NAME",
@@ -31,6 +42,8 @@ __all__ = [
 
 CONFIG_NAME = "homelab-release.toml"
 DEFAULT_MANIFESTS_BRANCH = "k8s-manifests"
+#: The values of ``[build] engine``.
+ENGINES = ("auto", "docker", "buildah")
 
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -82,6 +95,10 @@ class ReleaseConfig:
     insecure_registries: tuple[str, ...] = field(default=())
     #: key -> (its text, the variables it uses that are unset): for messages about empty values
     unset_variables: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    #: ``[build] engine``: "docker", "buildah" or "auto" (HOMELAB_RELEASE_ENGINE, else detected)
+    engine: str = "auto"
+    #: ``[build] cache_repo``, default ``<registry>/cache``; "" when there is none
+    cache_repo: str = ""
     #: Whether every service's context folder and Dockerfile were found under ``root`` when the
     #: configuration was loaded (:func:`load_config` checks them; a hand-made one is not checked).
     sources_checked: bool = False
@@ -167,6 +184,7 @@ _SCHEMA: dict[str, dict[str, type]] = {
     "registry": {"repository": str, "insecure": list},
     "manifests": {"url": str, "branch": str, "author": str},
     "changes": {"always": list, "default_branch": str},
+    "build": {"engine": str, "cache_repo": str},
 }
 _SERVICE_KEYS: dict[str, type] = {
     "paths": list,
@@ -236,12 +254,14 @@ def _build(
     registry = reader.table(data.get("registry", {}), "registry", _SCHEMA["registry"])
     manifests = reader.table(data.get("manifests", {}), "manifests", _SCHEMA["manifests"])
     changes = reader.table(data.get("changes", {}), "changes", _SCHEMA["changes"])
+    build = reader.table(data.get("build", {}), "build", _SCHEMA["build"])
     services = _services(root, reader, data.get("services"))
     environments = _environments(reader, data.get("environments"))
+    repository = registry.get("repository", env.get("CI_REGISTRY_IMAGE", "")).rstrip("/")
     return ReleaseConfig(
         root=root,
         source=path,
-        registry=registry.get("repository", env.get("CI_REGISTRY_IMAGE", "")).rstrip("/"),
+        registry=repository,
         manifests_url=manifests.get("url", ""),
         manifests_branch=manifests.get("branch") or DEFAULT_MANIFESTS_BRANCH,
         services=services,
@@ -251,8 +271,37 @@ def _build(
         insecure_registries=registry.get("insecure", ()),
         author=manifests.get("author", DEFAULT_AUTHOR),
         unset_variables={k: (text, tuple(names)) for k, (text, names) in reader.unset.items()},
+        engine=_engine(where, build.get("engine") or "auto"),
+        cache_repo=_cache_repo(where, build.get("cache_repo"), repository, reader.unset),
         sources_checked=True,  # configured services by _check_sources, found ones by discovery
     )
+
+
+def _engine(where: str, name: str) -> str:
+    if name not in ENGINES:
+        raise ConfigError(
+            f"{where}: build.engine = {name!r} is not an engine; use one of {', '.join(ENGINES)}"
+        )
+    return name
+
+
+def _cache_repo(where: str, given: str | None, registry: str, unset: Mapping[str, Any]) -> str:
+    """``[build] cache_repo`` (a repository; "" for none, as when it names an unset variable:
+    ``${CI_REGISTRY_IMAGE}/cache`` outside CI), else ``<registry>/cache``."""
+    if given is None:
+        return f"{registry}/cache" if registry else ""
+    if not given or "build.cache_repo" in unset:
+        return ""
+    try:
+        ref = ImageRef.parse(given)
+    except ReleaseError as err:
+        raise ConfigError(f"{where}: build.cache_repo = {given!r}: {err}") from None
+    if ref.tag or ref.digest:
+        raise ConfigError(
+            f"{where}: build.cache_repo = {given!r} must be a repository without tag or digest "
+            f"(for example {ref.repository!r}); the layers are tagged by buildah"
+        )
+    return ref.repository
 
 
 def _subtables(reader: _Reader, raw: Any, key: str) -> dict[str, dict[str, Any]]:

@@ -29,6 +29,15 @@ SECRET_VARIABLES = (
     "CI_DEPENDENCY_PROXY_PASSWORD",
     "CI_REPOSITORY_URL",  # holds the job token
 )
+#: What the buildah process gets from the environment: buildah's and the containers libraries'
+#: own variables (BUILDAH_ISOLATION, CONTAINERS_STORAGE_CONF, STORAGE_DRIVER, REGISTRY_AUTH_FILE
+#: ...), where to find programs and the user's folders, and the proxy and CA settings for pulls.
+_BUILDAH_PREFIXES = ("BUILDAH_", "CONTAINERS_", "_CONTAINERS_", "STORAGE_", "XDG_")
+_BUILDAH_VARIABLES = (
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR",
+    "REGISTRY_AUTH_FILE", "DOCKER_CONFIG", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+)  # fmt: skip
 
 
 def read_environment(env: Mapping[str, str] | None = None) -> Mapping[str, str]:
@@ -88,6 +97,9 @@ class CiContext:
     registry_credentials: RegistryCredentials | None = None
     engine: str = ""  # HOMELAB_RELEASE_ENGINE
     docker: Mapping[str, str] = field(default_factory=dict, repr=False)
+    buildah: Mapping[str, str] = field(
+        default_factory=dict, repr=False
+    )  # its process's environment
     variables: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -106,6 +118,11 @@ class CiContext:
             registry_credentials=_registry_credentials(env),
             engine=env.get("HOMELAB_RELEASE_ENGINE", ""),
             docker={name: env[name] for name in _DOCKER_VARIABLES if name in env},
+            buildah={
+                name: value
+                for name, value in env.items()
+                if name in _BUILDAH_VARIABLES or name.startswith(_BUILDAH_PREFIXES)
+            },
             variables=env,
         )
 

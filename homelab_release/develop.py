@@ -30,6 +30,7 @@ from homelab_release.build import CREATED_LABEL, BuildDurations, build_image, bu
 from homelab_release.changes import ChangeSet, detect_changes
 from homelab_release.config import Environment, ReleaseConfig, Service
 from homelab_release.engines.base import Engine
+from homelab_release.engines.choice import make_engine
 from homelab_release.errors import ConfigError, ReleaseError
 from homelab_release.gitops import ManifestsRemote, Published, checkout, commit_message, publish
 from homelab_release.gitops import refresh as refresh_checkout
@@ -58,6 +59,7 @@ __all__ = [
     "build_service",
     "build_services",
     "develop_entries",
+    "engine_choice",
     "plan_develop",
     "plan_services",
     "publish_develop",
@@ -156,7 +158,8 @@ def build_develop(
     env: Mapping[str, str] | None = None,
     workers: int = DEFAULT_WORKERS,
     report_dir: Path | str | None = None,
-    engine: Engine | None = None,
+    engine: Engine | str | None = None,
+    cache_repo: str | None = None,
 ) -> BuildDevelopResult:
     """Build the changed services and write their images into ``environment``'s overlay.
 
@@ -167,8 +170,14 @@ def build_develop(
     is kept. Failed builds are reported and leave their entries alone. The manifests branch and
     the overlay are checked before anything is built. ``build.env`` and ``release-report.json``
     go to ``report_dir`` (see :meth:`Workspace.report_folder`) on every exit, errors included.
+
+    ``engine``: an engine, or ``docker``, ``buildah`` or ``auto``; None: ``[build] engine``, else
+    ``HOMELAB_RELEASE_ENGINE``, else auto. ``cache_repo``: the repository buildah caches every
+    layer in instead of ``[build] cache_repo`` (``""``: none).
     """
     ws = Workspace.open(repo, config, env)
+    if cache_repo is not None:
+        ws = replace(ws, config=replace(ws.config, cache_repo=cache_repo))
     with recorded(ws.report_folder(report_dir), RunReport(environment)) as record:
         plan = plan_develop(ws, environment=environment, base=base, head=head)
         record.note(tag=plan.tag, changes=plan.changes, planned=plan.services)
@@ -335,10 +344,14 @@ def build_services(
     plan: DevelopPlan,
     *,
     workers: int = DEFAULT_WORKERS,
-    engine: Engine | None = None,
+    engine: Engine | str | None = None,
 ) -> tuple[ServiceBuild, ...]:
-    """Build and push every target of ``plan``, ``workers`` at a time, from the work tree."""
+    """Build and push every target of ``plan``, ``workers`` at a time, from the work tree.
+
+    The engine is chosen once for the run (see :func:`build_develop`); each build gets its own.
+    """
     require_checked_out(ws, plan)
+    engine = engine_choice(ws, engine)
     created = git.commit_time(ws.root, plan.changes.head)
     count = max(1, min(workers, len(plan.targets)))
     with ThreadPoolExecutor(max_workers=count) as pool:
@@ -347,6 +360,16 @@ def build_services(
                 lambda t: build_service(ws, plan, t, engine=engine, created=created), plan.targets
             )
         )
+
+
+def engine_choice(ws: Workspace, engine: Engine | str | None) -> Engine | str:
+    """``engine`` itself, or the name of the engine it (or, when None, the configuration and
+    ``HOMELAB_RELEASE_ENGINE``) names; ``auto`` is detected here, once."""
+    if engine is not None and not isinstance(engine, str):
+        return engine
+    chosen = make_engine(engine, ws.context, config=ws.config.engine)
+    chosen.close()
+    return chosen.name
 
 
 def require_checked_out(ws: Workspace, plan: DevelopPlan) -> None:
@@ -374,7 +397,7 @@ def build_service(
     plan: DevelopPlan,
     target: BuildTarget,
     *,
-    engine: Engine | None = None,
+    engine: Engine | str | None = None,
     created: str = "",
 ) -> ServiceBuild:
     """Build one target and push its commit tag; a failure is returned, not raised.
@@ -391,11 +414,12 @@ def build_service(
             repository=target.repository,
             tags=[plan.tag],
             labels={CREATED_LABEL: created} if created else None,
+            cache_repo=ws.config.cache_repo,
             insecure_registries=ws.config.insecure_registries,
         )
         built = build_image(
             request,
-            engine=engine,
+            engine=engine_choice(ws, engine),
             credentials=ws.context.registry_credentials,
             revision=plan.tag,
             source=ws.context.project_url or None,

@@ -209,7 +209,8 @@ def build_planned_service(
     *,
     output: Path | str | None = None,
     tag: str | None = None,
-    engine: Engine | None = None,
+    engine: Engine | str | None = None,
+    cache_repo: str | None = None,
     config: ReleaseConfig | None = None,
     env: Mapping[str, str] | None = None,
 ) -> BuiltRecord:
@@ -219,9 +220,12 @@ def build_planned_service(
     parent did not plan is an error); elsewhere the tag is ``tag``, else ``CI_COMMIT_SHA``, else
     ``HEAD``. The record goes to ``output`` (default ``built/`` in the report folder) as
     ``<service>.json`` (:func:`~homelab_release.buildrecords.write_build_record`). A failed build is
-    returned, not raised; an error before the build is recorded, then raised.
+    returned, not raised; an error before the build is recorded, then raised. ``engine`` and
+    ``cache_repo`` are those of :func:`~homelab_release.develop.build_develop`.
     """
     ws = Workspace.open(repo, config, env)
+    if cache_repo is not None:
+        ws = replace(ws, config=replace(ws.config, cache_repo=cache_repo))
     folder = Path(output) if output else ws.report_folder() / BUILT_FOLDER
     planned = PlannedRun.from_variables(ws.context.variables)
     try:

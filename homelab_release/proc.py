@@ -13,15 +13,15 @@ import os
 import select
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict, Unpack
+from typing import IO, TypedDict, Unpack, cast
 
 from homelab_release.errors import CommandError, ReleaseError
 from homelab_release.secrets import HiddenText, redact
 
-__all__ = ["DEFAULT_TIMEOUT", "Completed", "RunOptions", "attempt", "run"]
+__all__ = ["DEFAULT_TIMEOUT", "Completed", "RunOptions", "attempt", "run", "stream"]
 
 log = logging.getLogger(__name__)
 
@@ -175,3 +175,65 @@ def _decode(data: bytes | str | None) -> str:
     if data is None:
         return ""
     return data if isinstance(data, str) else data.decode(errors="replace")
+
+
+def stream(
+    argv: Sequence[str],
+    on_line: Callable[[str], object],
+    *,
+    cwd: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    inherit_env: bool = True,
+    idle_timeout: float = DEFAULT_TIMEOUT,
+    secrets: Iterable[str | HiddenText] = (),
+) -> int:
+    """Run ``argv``, hand each line of its output (stdout and stderr merged) to ``on_line`` as it
+    comes, and return its exit code.
+
+    For long jobs whose progress matters (a build): the limit is on silence, not on the total
+    time; a program that prints nothing for ``idle_timeout`` seconds is killed and a
+    :class:`CommandError` raised. ``env`` is added to the current environment, or with
+    ``inherit_env=False`` is the whole environment of the program. ``secrets`` are masked in the
+    logged command line (the lines themselves go to ``on_line`` as they are).
+    """
+    argv = tuple(argv)
+    shown = tuple(redact(arg, tuple(secrets)) for arg in argv)
+    full_env = dict(env or {}) if not inherit_env else ({**os.environ, **env} if env else None)
+    log.debug("running %s", " ".join(shown))
+    try:
+        child = subprocess.Popen(
+            argv, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    except (FileNotFoundError, PermissionError) as err:
+        if err.filename != argv[0]:
+            raise
+        raise ReleaseError(
+            f"Cannot find command {argv[0]!r}: is it installed and on PATH?"
+        ) from None
+    with child:
+        output = cast("IO[bytes]", child.stdout)  # a pipe: stdout=PIPE
+        if not _pump(output.fileno(), on_line, idle_timeout):
+            child.kill()
+            child.wait()
+            note = f"printed nothing for {idle_timeout:g}s and was stopped"
+            raise CommandError(shown, -1, "", note)
+        return child.wait()
+
+
+def _pump(fd: int, on_line: Callable[[str], object], idle_timeout: float) -> bool:
+    """Read ``fd`` to its end, line by line; False when it stayed silent for ``idle_timeout``."""
+    pending = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], idle_timeout)
+        if not ready:
+            return False
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            on_line(line.decode("utf-8", errors="replace").rstrip("\r"))
+    if pending:
+        on_line(pending.decode("utf-8", errors="replace").rstrip("\r"))
+    return True

@@ -11,7 +11,7 @@ from hypothesis import settings
 
 from tests.gitrepo import GitRepo
 
-pytest_plugins = ["tests.infra"]
+pytest_plugins = ["tests.infra", "tests.buildahinfra"]
 
 # The machine is shared and CI has two cores: a slow example is not a failure.
 settings.register_profile("homelab-release", deadline=None)

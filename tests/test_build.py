@@ -100,8 +100,10 @@ def test_buildkit_features(dockerfile: str, features: tuple[str, ...]) -> None:
 
 @pytest.fixture
 def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DOCKER_HOST names no engine: an error proves the check ran before contacting one."""
+    """The docker engine, at a DOCKER_HOST where none answers: an error proves the check ran
+    before contacting one."""
     monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
+    monkeypatch.setenv("HOMELAB_RELEASE_ENGINE", "docker")
 
 
 @pytest.mark.usefixtures("no_engine")
@@ -139,9 +141,10 @@ def test_missing_context_and_dockerfile(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("no_engine")
 def test_buildkit_dockerfile_fails_before_the_engine(tmp_path: Path) -> None:
     context = busybox_context(tmp_path / "ctx", extra="RUN --mount=type=cache,target=/c true\n")
-    with pytest.raises(BuildError, match=r"needs BuildKit.*RUN --mount") as caught:
+    with pytest.raises(BuildError, match=r"uses RUN --mount.*which the docker engine") as caught:
         build_image(context=context, repository="x/y", tags=["a"], push=False)
-    assert "the docker engine cannot build; build it with the buildah engine" in str(caught.value)
+    assert "cannot build; they need BuildKit, which the docker SDK cannot drive: build it with " \
+        "the buildah engine (--engine buildah" in str(caught.value)  # fmt: skip
 
 
 @pytest.mark.usefixtures("no_engine")

@@ -295,7 +295,10 @@ def test_text_without_variables_is_kept(text: str) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[registy]\n", r"unknown table \[registy\] \(allowed: changes, environments, manifests"),
+        (
+            "[registy]\n",
+            r"unknown table \[registy\] \(allowed: build, changes, environments, manifests",
+        ),
         (
             "[registry]\nrepo = 'x'\n",
             r"unknown key registry\.repo \(allowed: repository, insecure\)",

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -30,10 +31,17 @@ FINAL = "Everything the demo started is stopped and its sandbox removed."
 
 @pytest.fixture
 def demo_env(docker_engine: DockerEngine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Reuse the session's engine; the sandbox folder goes under ``tmp_path`` (returned)."""
+    """Reuse the session's engine (for ``--engine docker``); the sandbox folder goes under
+    ``tmp_path`` (returned)."""
     monkeypatch.setenv("DOCKER_HOST", docker_engine.host)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # (read once, so TMPDIR is too late)
     return tmp_path
+
+
+@pytest.fixture
+def buildah_demo_env(buildah_env: Mapping[str, str], demo_env: Path) -> Path:
+    """:func:`demo_env` where buildah is installed (the demo keeps its images in its sandbox)."""
+    return demo_env
 
 
 def steps_of(out: str) -> list[str]:
@@ -41,15 +49,17 @@ def steps_of(out: str) -> list[str]:
     return re.split(r"^=== \d+\. .*$", out, flags=re.MULTILINE)[1:]
 
 
-def test_demo_runs_the_whole_flow_and_cleans_up(
-    demo_env: Path, capsys: pytest.CaptureFixture[str]
+def test_demo_runs_the_whole_flow_on_buildah_and_cleans_up(
+    buildah_demo_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    demo_env = buildah_demo_env
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
+    assert "build engine: buildah, no daemon" in out
     headings = re.findall(r"^=== (\d+)\. (.*)$", out, re.MULTILINE)
     assert headings == [(str(n), step.title) for n, step in enumerate(STEPS, 1)]
     step1, step2, step3, step4 = steps_of(out)
-    for service in ("vote", "result", "worker"):
+    for service in ("vote", "result", "worker", "tally"):
         assert re.search(rf"^{service}\s+built\s", step1, re.MULTILINE)
     assert "develop overlay: committed" in step1
     built_in_step2 = re.findall(r"^(\w+)\s+built\s", step2, re.MULTILINE)
@@ -59,14 +69,32 @@ def test_demo_runs_the_whole_flow_and_cleans_up(
     assert "ENVIRONMENT  SERVICE" in step4
     assert "is behind" not in step4
     assert "report:" not in out  # the reports are inside the sandbox, removed at the end
+    assert re.search(r"^stage\s+tally\s", step4, re.MULTILINE)
     assert out.rstrip().splitlines()[-1] == FINAL
     assert list(demo_env.glob("homelab-release-demo-*")) == []
+
+
+def test_demo_on_docker_leaves_out_what_it_cannot_build(
+    demo_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", "--engine", "docker"]) == 0
+    out = capsys.readouterr().out
+    assert "Docker Engine: unix://" in out
+    step1, *_ = steps_of(out)
+    (refused,) = [line for line in step1.splitlines() if line.startswith("tally: left out")]
+    assert "tally/Dockerfile uses " in refused
+    assert "FROM --platform with a build argument such as $BUILDPLATFORM" in refused
+    assert "build it with the buildah engine (--engine buildah" in refused
+    built = re.findall(r"^(\w+)\s+built\s", step1, re.MULTILINE)
+    assert built == ["result", "vote", "worker"]
+    assert "FAILED" not in out
+    assert out.rstrip().splitlines()[-1] == FINAL
 
 
 def test_kept_demo_shows_reports_that_exist(
     demo_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["demo", "--keep"]) == 0
+    assert main(["demo", "--keep", "--engine", "docker"]) == 0
     out = capsys.readouterr().out
     reports = [Path(p) for p in re.findall(r"^report: (.+)$", out, re.MULTILINE)]
     assert {p.name for p in reports} == {"build.env", "release-report.json"}
@@ -83,7 +111,7 @@ def test_failed_step_says_so_before_the_clean_up_line(
     shutil.copytree(find_example(), example)
     dockerfile = example / "monorepo" / "vote" / "Dockerfile"
     dockerfile.write_text(dockerfile.read_text() + 'RUN ["/bin/busybox", "false"]\n')
-    assert main(["demo", "--example", str(example)]) == 1
+    assert main(["demo", "--engine", "docker", "--example", str(example)]) == 1
     captured = capsys.readouterr()
     assert re.search(r"^vote\s+FAILED\s", captured.out, re.MULTILINE)
     assert "=== 2." not in captured.out  # the demo stops at the failed step
@@ -153,10 +181,10 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv / "bin"
 
 
-@pytest.mark.docker
+@pytest.mark.buildah
 def test_demo_runs_from_an_installed_wheel(installed: Path, tmp_path: Path) -> None:
     try:
-        check_requirements()  # the demo starts its own engine here: root, dockerd, ...
+        check_requirements(engine="buildah")  # the demo's default: buildah, no daemon
     except SandboxUnavailableError as err:
         missing(str(err))
     elsewhere = tmp_path / "elsewhere"

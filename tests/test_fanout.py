@@ -40,7 +40,7 @@ from homelab_release.childpipeline import (
 )
 from homelab_release.cli import main
 from homelab_release.demo import Sandbox
-from homelab_release.demo.example import create_example_repos
+from homelab_release.demo.example import BUILDAH_ONLY, create_example_repos
 from homelab_release.demo.sandbox import DockerEngine, LocalRegistry
 from homelab_release.develop import BuildTarget, DevelopPlan, ServiceBuild
 from homelab_release.errors import ConfigError, FanOutError, ReleaseError
@@ -414,7 +414,7 @@ def test_five_hundred_services_with_120_changed_give_valid_yaml_with_a_stage_ord
 
 @pytest.fixture
 def box(tmp_path: Path, docker_engine: DockerEngine, registry: LocalRegistry) -> Sandbox:
-    repos = create_example_repos(tmp_path / "repos")
+    repos = create_example_repos(tmp_path / "repos", without=BUILDAH_ONLY)
     return Sandbox(tmp_path, docker_engine.host, registry, repos)
 
 

@@ -183,6 +183,25 @@ def test_defaults_target_gitlab_with_docker_in_docker(project: Path) -> None:
         (command,) = config[job]["script"]
         assert f"-s {job} " in command
         assert '-- --repo "$CI_PROJECT_DIR"' in command
+    assert '-- --repo "$CI_PROJECT_DIR" --engine docker' in build["script"][0]
+
+
+def test_engine_buildah_needs_no_service_and_no_docker_engine(project: Path) -> None:
+    install_templates(project, SOURCE | {"engine": "buildah"})
+    config = YAML(typ="safe").load(preview(project))
+    build = config["build_develop"]
+    assert build["services"] == []
+    assert build["image"] == {"name": "quay.io/buildah/stable"}
+    assert (
+        build["variables"].items()
+        >= {"BUILDAH_ISOLATION": "chroot", "STORAGE_DRIVER": "vfs"}.items()
+    )
+    assert not any(name.startswith("DOCKER_") for name in build["variables"])
+    assert '-- --repo "$CI_PROJECT_DIR" --engine buildah' in build["script"][0]
+    install, *common = build["before_script"]
+    assert install.endswith("|| dnf install -y --quiet python3 python3-pip git-core")
+    assert common == config["promote"]["before_script"], "the usual set-up follows"
+    assert config["promote"]["image"] == {"name": "python:3.12"}, "only build_develop changes"
 
 
 def test_project_include_reads_like_the_local_one(project: Path) -> None:
@@ -207,6 +226,11 @@ def test_project_include_reads_like_the_local_one(project: Path) -> None:
         (
             SOURCE | {"services": "docker:27-dind"},
             "`services` input: provided value is not a array",
+        ),
+        (
+            SOURCE | {"engine": "kaniko"},
+            "`engine` input: `kaniko` cannot be used because it is not in the list of allowed "
+            "options",
         ),
     ],
 )
@@ -338,7 +362,8 @@ def test_develop_overlay_renders_the_built_image(flow: Flow, tmp_path: Path) -> 
     finally:
         git(flow.repos.remote, "worktree", "remove", "--force", str(tree))
     images = set(re.findall(r"^\s*- image: (\S+)$", rendered, re.MULTILINE))
-    assert images == {_dotenv(flow.repos.work / "build.env")["VOTE_IMAGE"], "result", "worker"}
+    built = _dotenv(flow.repos.work / "build.env")["VOTE_IMAGE"]
+    assert images == {built, "result", "worker", "tally"}
 
 
 def test_stage_pipeline_promotes_the_develop_images(flow: Flow) -> None:
@@ -611,3 +636,49 @@ def test_two_child_pipelines_at_once_lose_nothing(
     for service in ("billing", "orders", "search"):
         latest = ImageRef.parse(f"{entries[service]['newName']}:latest")
         assert manifest_digest(latest, registry.credentials) == entries[service]["digest"], service
+
+
+# -- engine: buildah, with no Docker Engine anywhere ----------------------------------------------
+
+
+def test_develop_pipeline_builds_with_buildah_and_no_docker_engine(
+    tmp_path: Path,
+    gitlab_ci_local: str,
+    source: str,
+    buildah_env: Mapping[str, str],
+    registry: LocalRegistry,
+) -> None:
+    repos = create_example_repos(tmp_path / "flow")
+    add_gitlab_origin(repos.work)
+    inputs = {"source": source, "nox_args": "--no-venv", "engine": "buildah"}
+    install_templates(repos.work, inputs)
+    base = repos.commit("CI: include homelab-release", ".gitlab-ci.yml", ".gitlab")
+    app = repos.work / "vote" / "app.sh"
+    app.write_text(app.read_text() + "echo vote built by buildah\n")
+    change = repos.commit("vote: v2", "vote")
+    project = f"{registry.address}/homelab-buildah-{change[:8]}"
+    with git_http_server(tmp_path / "flow", "oauth2", TOKEN) as url:
+        host = url.removeprefix("http://")
+        variables = {
+            "CI_PROJECT_DIR": str(repos.work),
+            "CI_REPOSITORY_URL": f"http://gitlab-ci-token:{JOB_TOKEN}@{host}/remote.git",
+            "CI_COMMIT_BEFORE_SHA": base,
+            "GITLAB_TOKEN": TOKEN,
+            "CI_REGISTRY": registry.address,
+            "CI_REGISTRY_IMAGE": project,
+            "CI_REGISTRY_USER": registry.credentials.username,
+            "CI_REGISTRY_PASSWORD": registry.credentials.password.secret,
+            "DOCKER_HOST": f"unix://{tmp_path}/no-docker-engine.sock",  # nothing answers here
+            "CONTAINERS_STORAGE_CONF": buildah_env["CONTAINERS_STORAGE_CONF"],
+        }
+        run = run_pipeline(repos.work, variables=variables)
+    assert run.ok, run.output
+    assert _started(run) == {"build_develop"}
+    assert "STEP 1/" in run.output, "the build log of buildah is not in the job log"
+    (entry,) = YAML(typ="safe").load(
+        git(repos.remote, "show", f"{BRANCH}:k8s/overlays/develop/kustomization.yaml")
+    )["images"]
+    reference = ImageRef.parse(f"{project}/vote:{change}")
+    assert entry["newName"] == f"{project}/vote"
+    assert entry["digest"] == manifest_digest(reference, registry.credentials)
+    assert registry.credentials.password.secret not in run.output

@@ -10,7 +10,7 @@ import pytest
 from homelab_release.cli import main
 from homelab_release.commands.status import render
 from homelab_release.demo import Sandbox
-from homelab_release.demo.example import create_example_repos
+from homelab_release.demo.example import BUILDAH_ONLY, create_example_repos
 from homelab_release.demo.sandbox import DockerEngine, LocalRegistry
 from homelab_release.errors import ConfigError
 from homelab_release.git import ZERO_SHA, git
@@ -20,7 +20,12 @@ from homelab_release.workflows import build_develop, promote
 
 @pytest.fixture
 def box(tmp_path: Path, docker_engine: DockerEngine, registry: LocalRegistry) -> Sandbox:
-    return Sandbox(tmp_path, docker_engine.host, registry, create_example_repos(tmp_path / "r"))
+    return Sandbox(
+        tmp_path,
+        docker_engine.host,
+        registry,
+        create_example_repos(tmp_path / "r", without=BUILDAH_ONLY),
+    )
 
 
 def env_of(box: Sandbox, before: str) -> dict[str, str]:

@@ -11,7 +11,7 @@ import pytest
 
 from homelab_release.cli import main
 from homelab_release.demo import Sandbox
-from homelab_release.demo.example import ExampleRepos, create_example_repos
+from homelab_release.demo.example import BUILDAH_ONLY, ExampleRepos, create_example_repos
 from homelab_release.demo.sandbox import DockerEngine, LocalRegistry
 from homelab_release.errors import ConfigError, GitError, PromotionError, ReleaseError
 from homelab_release.git import ZERO_SHA, git
@@ -29,8 +29,9 @@ TOKEN = "glpat-W0rkflowSecret"
 
 @pytest.fixture
 def box(tmp_path: Path, docker_engine: DockerEngine, registry: LocalRegistry) -> Sandbox:
-    """The example monorepo and manifests in a bare remote, wired to the session engine."""
-    repos = create_example_repos(tmp_path / "repos")
+    """The example monorepo and manifests in a bare remote, wired to the session engine (without
+    the service only buildah builds)."""
+    repos = create_example_repos(tmp_path / "repos", without=BUILDAH_ONLY)
     return Sandbox(tmp_path, docker_engine.host, registry, repos)
 
 

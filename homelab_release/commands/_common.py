@@ -1,4 +1,4 @@
-"""Helpers shared by the subcommands: the ``--repo`` option and plain-text tables."""
+"""Helpers shared by the subcommands: the ``--repo`` and engine options, plain-text tables."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import TextIO
 
 from homelab_release.context import CiContext
 
-__all__ = ["add_repo_option", "section", "short", "table"]
+__all__ = ["add_engine_options", "add_repo_option", "section", "short", "table"]
 
 
 def add_repo_option(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +19,22 @@ def add_repo_option(parser: argparse.ArgumentParser) -> None:
         "--repo",
         default=CiContext.from_env().project_dir or ".",
         help="the monorepo checkout (default: $CI_PROJECT_DIR, else the current folder)",
+    )
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """``--engine`` and ``--cache-repo``: which engine builds, and buildah's cache repository."""
+    parser.add_argument(
+        "--engine",
+        choices=("docker", "buildah", "auto"),
+        help="build engine (default: [build] engine in homelab-release.toml, else "
+        "$HOMELAB_RELEASE_ENGINE, else auto: docker when an engine answers, else buildah)",
+    )
+    parser.add_argument(
+        "--cache-repo",
+        metavar="REPOSITORY",
+        help="repository buildah reads and writes every layer of every stage to (default: "
+        '[build] cache_repo, else <registry.repository>/cache; "" for none)',
     )
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from homelab_release.commands._common import add_repo_option, section, short, table
+from homelab_release.commands._common import (
+    add_engine_options,
+    add_repo_option,
+    section,
+    short,
+    table,
+)
 from homelab_release.context import CiContext
 from homelab_release.workflows import BuildDevelopResult, ServiceBuild, build_develop
 
@@ -30,6 +36,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--workers", type=int, default=4, help="builds at the same time (default: 4)"
     )
     parser.add_argument("--report-dir", help="where build.env and release-report.json go")
+    add_engine_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -42,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
             base=args.base,
             workers=args.workers,
             report_dir=args.report_dir,
+            engine=args.engine,
+            cache_repo=args.cache_repo,
         )
     print(summary(result))
     return 1 if result.failed else 0

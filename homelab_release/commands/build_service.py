@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from homelab_release.commands._common import add_repo_option
+from homelab_release.commands._common import add_engine_options, add_repo_option
 from homelab_release.commands.build_develop import short_reference
 from homelab_release.fanout import build_planned_service
 
@@ -25,11 +25,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--tag", help="image tag (default: the plan's, else CI_COMMIT_SHA, else HEAD)"
     )
     parser.add_argument("--output", help="folder of the record (default: built/)")
+    add_engine_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    done = build_planned_service(args.repo, args.service, output=args.output, tag=args.tag)
+    done = build_planned_service(
+        args.repo,
+        args.service,
+        output=args.output,
+        tag=args.tag,
+        engine=args.engine,
+        cache_repo=args.cache_repo,
+    )
     build = done.build
     if build.ok:
         print(

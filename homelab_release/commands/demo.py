@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from homelab_release.demo.box import sandbox
+from homelab_release.demo.box import ENGINES, sandbox
 from homelab_release.demo.steps import STEPS, Scene, Step, play
 
 __all__ = ["register", "run", "run_demo"]
@@ -26,10 +26,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "demo",
         help="run build-develop, a one-service change, promote and status in a local sandbox",
-        description="Start (or reuse, via DOCKER_HOST) a Docker Engine and a registry on "
-        "127.0.0.1, lay out the example monorepo as git repositories and run the whole "
-        "develop -> stage flow on it, without GitLab. Needs root and Debian's docker.io, "
-        "docker-registry, busybox-static, apache2-utils and git (scripts/setup.sh installs them).",
+        description="Start a registry on 127.0.0.1, lay out the example monorepo as git "
+        "repositories and run the whole develop -> stage flow on it, without GitLab. Builds with "
+        "buildah (no daemon; Debian's buildah, and uidmap when not root) or, with --engine "
+        "docker, on a Docker Engine it starts (root, docker.io) or reuses (DOCKER_HOST); the "
+        "docker engine leaves out the service it cannot build. Also needs docker-registry, "
+        "busybox-static, apache2-utils and git (scripts/setup.sh installs them all).",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=ENGINES[0],
+        help=f"build engine (default {ENGINES[0]})",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the sandbox folder (and its reports) afterwards"
@@ -45,7 +53,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo on stdout."""
-    run_demo(sys.stdout, keep=args.keep, example=args.example)
+    run_demo(sys.stdout, keep=args.keep, example=args.example, engine=args.engine)
     return 0
 
 
@@ -55,6 +63,7 @@ def run_demo(
     keep: bool = False,
     example: Path | None = None,
     steps: Sequence[Step] = STEPS,
+    engine: str = ENGINES[0],
 ) -> Path:
     """Run the narrated demo, writing to ``out``; return the sandbox folder (removed unless kept).
 
@@ -63,7 +72,7 @@ def run_demo(
     """
     folder = Path(tempfile.mkdtemp(prefix="homelab-release-demo-"))
     try:
-        with sandbox(folder, example=example) as box:
+        with sandbox(folder, example=example, engine=engine) as box:
             play(Scene(box, out, keep=keep), steps)
     except BaseException as err:
         err.add_note(_clean_up(folder, keep=keep))

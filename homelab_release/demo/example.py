@@ -3,7 +3,8 @@
 Used by ``homelab-release demo`` and by the tests: a bare "remote" holding the services on
 ``develop`` and the manifests on ``k8s-manifests`` (as the seed keeps them: one repository, two
 branches), and a work clone of ``develop`` to run the workflows in. Every service folder gets ``/bin/busybox`` (Debian's
-busybox-static) so that its ``FROM scratch`` image builds without any network.
+busybox-static) so that its ``FROM scratch`` image builds without any network. ``tally`` is
+shaped like the voting app's worker and builds on the buildah engine only (:data:`BUILDAH_ONLY`).
 
 The example lives in the repository at ``examples/homelab-go``; a wheel carries it as package data
 under ``homelab_release/demo/examples/`` (pyproject.toml maps the folder), and
@@ -17,13 +18,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from homelab_release.config import CONFIG_NAME
 from homelab_release.demo.sandbox import BUSYBOX
 from homelab_release.errors import ReleaseError
 from homelab_release.git import git
 
-__all__ = ["EXAMPLE_NAME", "ExampleRepos", "create_example_repos", "find_example"]
+__all__ = ["BUILDAH_ONLY", "EXAMPLE_NAME", "ExampleRepos", "create_example_repos", "find_example"]
 
 EXAMPLE_NAME = "homelab-go"
+#: The example's services whose Dockerfiles only the buildah engine builds.
+BUILDAH_ONLY = ("tally",)
 _HERE = Path(__file__).resolve().parent
 # an installed wheel's copy first, then a checkout's examples/ folder
 _EXAMPLE_ROOTS = (_HERE / "examples", _HERE.parent.parent / "examples")
@@ -71,11 +75,17 @@ def _holds_example(folder: Path) -> bool:
 
 
 def create_example_repos(
-    dest: Path, *, source: Path | None = None, busybox: Path = BUSYBOX
+    dest: Path,
+    *,
+    source: Path | None = None,
+    busybox: Path = BUSYBOX,
+    without: Sequence[str] = (),
 ) -> ExampleRepos:
     """Create ``dest/remote.git`` and ``dest/monorepo`` from the example in ``source``.
 
-    ``source`` defaults to :func:`find_example`.
+    ``source`` defaults to :func:`find_example`. ``without`` names services to leave out of the
+    monorepo (their folders and their ``[services.NAME]`` tables): :data:`BUILDAH_ONLY` for a
+    monorepo the Docker Engine builds entirely.
     """
     source = find_example() if source is None else source
     dest = dest.resolve()
@@ -91,13 +101,39 @@ def create_example_repos(
     git(dest, "init", "--quiet", "--bare", "--initial-branch", "develop", str(remote))
     _push_tree(dest / "manifests-src", source / "manifests", remote, "k8s-manifests", "Manifests")
     work = dest / "monorepo"
-    shutil.copytree(source / "monorepo", work)
-    for dockerfile in work.glob("*/Dockerfile"):
-        shutil.copy2(busybox, dockerfile.parent / "busybox")
+    shutil.copytree(
+        source / "monorepo", work, ignore=lambda folder, names: _left_out(names, without)
+    )
+    _drop_service_tables(work / CONFIG_NAME, without)
+    services = sorted(dockerfile.parent.name for dockerfile in work.glob("*/Dockerfile"))
+    for service in services:
+        shutil.copy2(busybox, work / service / "busybox")
     _init(work, remote)
     repos = ExampleRepos(remote, work)
-    repos.commit("Add the vote, result and worker services")
+    repos.commit(f"Add the {', '.join(services)} services")
     return repos
+
+
+def _left_out(names: Sequence[str], without: Sequence[str]) -> set[str]:
+    return {name for name in names if name in without}
+
+
+def _drop_service_tables(config: Path, without: Sequence[str]) -> None:
+    """Remove the ``[services.NAME]`` tables (and the comment lines just above them) of the
+    services left out, so that the configuration names only services that exist."""
+    if not without or not config.is_file():
+        return
+    kept: list[str] = []
+    dropping = False
+    for line in config.read_text(encoding="utf-8").splitlines(keepends=True):
+        if line.startswith("["):
+            dropping = line.strip() in {f"[services.{name}]" for name in without}
+            if dropping:
+                while kept and kept[-1].startswith("#"):
+                    kept.pop()
+        if not dropping:
+            kept.append(line)
+    config.write_text("".join(kept), encoding="utf-8")
 
 
 def _init(tree: Path, remote: Path) -> None:

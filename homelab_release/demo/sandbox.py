@@ -35,9 +35,11 @@ from homelab_release.errors import ReleaseError
 from homelab_release.secrets import HiddenText, RegistryCredentials
 
 __all__ = [
+    "BUILDAH_NEEDS",
     "BUSYBOX",
     "ENGINE_NEEDS",
     "REGISTRY_NEEDS",
+    "ROOTLESS_NEEDS",
     "DockerEngine",
     "LocalRegistry",
     "Requirement",
@@ -81,6 +83,8 @@ class Requirement:
 
 
 ENGINE_NEEDS = (Requirement("dockerd", "docker.io"), Requirement("containerd", "docker.io"))
+BUILDAH_NEEDS = (Requirement("buildah", "buildah"),)
+ROOTLESS_NEEDS = (Requirement("newuidmap", "uidmap"), Requirement("newgidmap", "uidmap"))
 REGISTRY_NEEDS = (
     Requirement("docker-registry", "docker-registry"),
     Requirement("htpasswd", "apache2-utils"),
@@ -95,25 +99,35 @@ def check_requirements(
     uid: int | None = None,
     search_path: str | None = None,
     busybox: Path = BUSYBOX,
+    engine: str = "docker",
 ) -> None:
     """Check up front everything the sandbox (and so ``nox -s demo``) needs on this machine.
 
-    That is root, ``dockerd`` and ``containerd`` (``docker.io``), ``docker-registry``, ``htpasswd``
-    (``apache2-utils``), ``/bin/busybox`` (``busybox-static``) and ``git``. With ``reuse_engine``,
-    an engine answering on ``DOCKER_HOST`` (as :class:`DockerEngine` ``reuse=True`` adopts it)
-    stands in for root, dockerd and containerd. Raises :class:`SandboxUnavailableError` with one
-    message naming every missing part and a single ``apt-get install`` line for all of them.
-    ``uid`` (default the effective uid), ``search_path`` (default ``$PATH`` plus ``/usr/sbin`` and
-    ``/sbin``) and ``busybox`` say where to look.
+    That is ``docker-registry``, ``htpasswd`` (``apache2-utils``), ``/bin/busybox``
+    (``busybox-static``), ``git`` and the engine's parts. ``engine="docker"``: root, ``dockerd``
+    and ``containerd`` (``docker.io``); with ``reuse_engine``, an engine answering on
+    ``DOCKER_HOST`` (as :class:`DockerEngine` ``reuse=True`` adopts it) stands in for all three.
+    ``engine="buildah"``: ``buildah``, and for a user other than root ``newuidmap`` and
+    ``newgidmap`` (``uidmap``). Raises :class:`SandboxUnavailableError` with one message naming
+    every missing part and a single ``apt-get install`` line for all of them. ``uid`` (default the
+    effective uid), ``search_path`` (default ``$PATH`` plus ``/usr/sbin`` and ``/sbin``) and
+    ``busybox`` say where to look.
     """
-    engine = not (reuse_engine and reusable_engine() is not None)
+    if engine == "buildah":
+        rootless = (os.geteuid() if uid is None else uid) != 0
+        parts = (*BUILDAH_NEEDS, *(ROOTLESS_NEEDS if rootless else ()))
+        dockerd = False
+    else:
+        dockerd = not (reuse_engine and reusable_engine() is not None)
+        parts = ENGINE_NEEDS if dockerd else ()
     needs = (
-        *(ENGINE_NEEDS if engine else ()),
+        *parts,
         *REGISTRY_NEEDS,
         Requirement(str(busybox), "busybox-static"),
         Requirement("git", "git"),
     )
-    locate(needs, root=engine, uid=uid, search_path=search_path, reuse=reuse_engine)
+    what = "buildah and a local registry" if engine == "buildah" else ""
+    locate(needs, root=dockerd, uid=uid, search_path=search_path, reuse=reuse_engine, what=what)
 
 
 def locate(
@@ -123,17 +137,19 @@ def locate(
     uid: int | None = None,
     search_path: str | None = None,
     reuse: bool = False,
+    what: str = "",
 ) -> dict[str, str]:
     """The path of each of ``needs`` by name; :class:`SandboxUnavailableError` naming all missing.
 
-    ``root``: also require the effective uid (or ``uid``) to be 0.
+    ``root``: also require the effective uid (or ``uid``) to be 0. ``what``: the parts, for the
+    message (default the local Docker Engine and registry).
     """
     where = search_path if search_path is not None else default_search_path()
     found = {need.name: need.find(where) for need in needs}
     missing = [need for need in needs if found[need.name] is None]
     not_root = root and (os.geteuid() if uid is None else uid) != 0
     if missing or not_root:
-        raise SandboxUnavailableError(_unavailable(missing, not_root, reuse=reuse))
+        raise SandboxUnavailableError(_unavailable(missing, not_root, reuse=reuse, what=what))
     return {name: path for name, path in found.items() if path is not None}
 
 
@@ -148,8 +164,12 @@ def default_search_path() -> str:
     return os.pathsep.join((path, "/usr/sbin", "/sbin"))
 
 
-def _unavailable(missing: Sequence[Requirement], not_root: bool, *, reuse: bool) -> str:
-    lines = ["the sandbox (local Docker Engine and registry) cannot run on this machine:"]
+def _unavailable(
+    missing: Sequence[Requirement], not_root: bool, *, reuse: bool, what: str = ""
+) -> str:
+    lines = [
+        f"the sandbox ({what or 'local Docker Engine and registry'}) cannot run on this machine:"
+    ]
     if missing:
         packages = " ".join(dict.fromkeys(need.package for need in missing))
         lines.append("  missing: " + ", ".join(f"{n.name} ({n.package})" for n in missing))

@@ -16,10 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
+from homelab_release.build import refusal
 from homelab_release.commands import build_develop as build_command
 from homelab_release.commands import promote as promote_command
 from homelab_release.commands import status as status_command
+from homelab_release.config import ReleaseConfig, load_config
 from homelab_release.demo.box import Sandbox
+from homelab_release.engines.docker import DockerBuilder
 from homelab_release.errors import ReleaseError
 from homelab_release.git import ZERO_SHA
 from homelab_release.status import environment_status
@@ -72,8 +75,29 @@ class Step:
 
 
 def first_push(scene: Scene) -> None:
-    """The first pipeline on develop: every service is built and the develop overlay written."""
-    _build_develop(scene, scene.push_env(before=ZERO_SHA))
+    """The first pipeline on develop: every service is built and the develop overlay written.
+
+    On the docker engine, a service whose Dockerfile it refuses is left out, with the refusal.
+    """
+    env = scene.push_env(before=ZERO_SHA)
+    _build_develop(scene, env, _buildable(scene, env))
+
+
+def _buildable(scene: Scene, env: dict[str, str]) -> ReleaseConfig | None:
+    """On the docker engine, the configuration without the services it cannot build (each
+    refusal shown); None (the configuration as it is) on buildah."""
+    if scene.box.engine != "docker":
+        return None
+    work = scene.box.repos.work
+    config = load_config(work, env)
+    engine = DockerBuilder(settings={})  # only reads Dockerfiles: it never connects
+    refused = {s.name: refusal(engine, work / s.dockerfile) for s in config.services}
+    for name, message in refused.items():
+        if message:
+            scene.show(f"{name}: left out on the docker engine: {message}")
+    return dataclasses.replace(
+        config, services=tuple(s for s in config.services if not refused[s.name])
+    )
 
 
 def change_vote(scene: Scene) -> None:
@@ -98,8 +122,8 @@ def show_status(scene: Scene) -> None:
     scene.show(status_command.render(environment_status(scene.box.repos.work, env=env)))
 
 
-def _build_develop(scene: Scene, env: dict[str, str]) -> None:
-    result = build_develop(scene.box.repos.work, env=env)
+def _build_develop(scene: Scene, env: dict[str, str], config: ReleaseConfig | None = None) -> None:
+    result = build_develop(scene.box.repos.work, env=env, config=config)
     if not scene.keep:  # the reports are written inside the sandbox, which is about to go
         result = dataclasses.replace(result, reports=())
     scene.show(build_command.summary(result))
@@ -122,8 +146,13 @@ def play(scene: Scene, steps: Sequence[Step] = STEPS) -> None:
     """Describe the sandbox, then run ``steps`` in order under numbered headings."""
     box = scene.box
     _heading(scene, "The sandbox")
+    engine = (
+        f"Docker Engine: {box.docker_host}"
+        if box.engine == "docker"
+        else f"build engine: buildah, no daemon (images in {box.storage and box.storage.parent})"
+    )
     scene.show(
-        f"Docker Engine: {box.docker_host}\nregistry: {box.registry.address} (htpasswd auth)\n"
+        f"{engine}\nregistry: {box.registry.address} (htpasswd auth)\n"
         f"monorepo: {box.repos.work} (branch develop), manifests: branch k8s-manifests of "
         f"{box.repos.remote}"
     )

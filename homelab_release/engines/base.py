@@ -3,22 +3,26 @@
 An engine builds a :class:`BuildRequest` into a local image and pushes one tag of it; everything
 else (checking arguments, confirming digests with the registry, moving ``latest``) happens once,
 in :mod:`homelab_release.build`, for every engine alike. A new engine is one module with a class
-that has the four methods of :class:`Engine`.
+that has the methods of :class:`Engine`; :class:`BuildLog` is the log handling they share.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import re
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from homelab_release.images import ImageRef
-from homelab_release.secrets import RegistryCredentials
+from homelab_release.secrets import HiddenText, RegistryCredentials, redact
 
-__all__ = ["DEFAULT_TIMEOUT", "BuildRequest", "Engine", "LocalImage"]
+__all__ = ["DEFAULT_TIMEOUT", "LOG_TAIL", "BuildLog", "BuildRequest", "Engine", "LocalImage"]
 
 DEFAULT_TIMEOUT = 600.0  # seconds one engine request (or one quiet build step) may take
+LOG_TAIL = 20  # lines of the build log a BuildError ends with
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,10 @@ class Engine(Protocol):
         """The features of the Dockerfile text this engine cannot build (empty when none)."""
         ...
 
+    def remedy(self) -> str:
+        """How to build a Dockerfile that :meth:`unsupported` refused (for the message)."""
+        ...
+
     def build(self, request: BuildRequest, credentials: RegistryCredentials | None) -> LocalImage:
         """Build the request into a local image (using the engine's cache); raise BuildError."""
         ...
@@ -85,3 +93,59 @@ class Engine(Protocol):
     def close(self) -> None:
         """Release what the engine holds (connections, temporary files)."""
         ...
+
+
+class BuildLog:
+    """A build's output: split into lines, logged, the last :data:`LOG_TAIL` kept, cache hits counted.
+
+    Lines matching ``progress`` (the step lines people follow) are logged at INFO on ``logger``,
+    those matching ``warning`` at WARNING, the rest at DEBUG; lines matching ``cache_hit`` count
+    as steps taken from cache. ``secrets`` are masked in every line before it is logged or kept.
+    """
+
+    def __init__(
+        self,
+        secrets: Sequence[HiddenText],
+        label: str,
+        *,
+        logger: logging.Logger,
+        progress: re.Pattern[str],
+        cache_hit: re.Pattern[str],
+        warning: re.Pattern[str] | None = None,
+    ) -> None:
+        self._secrets = secrets
+        self._label = label
+        self._logger = logger
+        self._progress = progress
+        self._cache_hit = cache_hit
+        self._warning = warning
+        self._partial = ""
+        self._tail: deque[str] = deque(maxlen=LOG_TAIL)
+        self.cached = 0
+
+    def feed(self, text: str) -> None:
+        """Take a piece of the output (lines may be split across pieces)."""
+        *complete, self._partial = (self._partial + text).split("\n")
+        for raw in complete:
+            self.line(raw)
+
+    def line(self, raw: str) -> str:
+        """Take one whole line; the line as logged (secrets masked), '' for a blank one."""
+        line = redact(raw.rstrip(), self._secrets)
+        if not line.strip():
+            return ""
+        level = logging.INFO if self._progress.search(line) else logging.DEBUG
+        if self._warning is not None and self._warning.search(line):
+            level = logging.WARNING
+        self._logger.log(level, "%s: %s", self._label, line)
+        self._tail.append(line)
+        self.cached += bool(self._cache_hit.search(line))
+        return line
+
+    def tail(self) -> str:
+        """The last lines, indented under a heading, for the end of an error message."""
+        if self._partial.strip():
+            self.feed("\n")
+        if not self._tail:
+            return ""
+        return "\n  last lines of the build log:\n    " + "\n    ".join(self._tail)

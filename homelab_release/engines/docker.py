@@ -14,8 +14,7 @@ import logging
 import re
 import socket
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import docker
@@ -24,7 +23,7 @@ import requests.exceptions
 from docker.utils import kwargs_from_env
 
 from homelab_release.dockerfile import buildkit_features
-from homelab_release.engines.base import DEFAULT_TIMEOUT, BuildRequest, LocalImage
+from homelab_release.engines.base import DEFAULT_TIMEOUT, BuildLog, BuildRequest, LocalImage
 from homelab_release.errors import BuildError, PushError
 from homelab_release.images import ImageRef
 from homelab_release.registry import TransientError, registry_host, with_retries
@@ -37,7 +36,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
-LOG_TAIL = 20
 ENGINE_HINT = (
     "start dockerd, or set DOCKER_HOST to a reachable engine (in GitLab CI: a docker:dind "
     "service with DOCKER_HOST=tcp://docker:2375, or the runner's socket unix:///var/run/docker.sock)"
@@ -49,6 +47,8 @@ _TRANSIENT = re.compile(
 )
 _NOT_FOUND = re.compile(r"not found|manifest unknown|name unknown|does not exist", re.IGNORECASE)
 _REFUSED = re.compile(r"unauthorized|authentication required|denied|forbidden", re.IGNORECASE)
+_PROGRESS = re.compile(r"^Step \d+/\d+ : ")
+_CACHE_HIT = re.compile(r"^\s*---> Using cache$")
 
 
 def docker_host(settings: Mapping[str, str]) -> str:
@@ -93,6 +93,13 @@ class DockerBuilder:
 
     def unsupported(self, dockerfile: str) -> tuple[str, ...]:
         return buildkit_features(dockerfile)
+
+    def remedy(self) -> str:
+        return (
+            "they need BuildKit, which the docker SDK cannot drive: build it with the buildah "
+            'engine (--engine buildah, [build] engine = "buildah" or '
+            "HOMELAB_RELEASE_ENGINE=buildah), or rewrite it for the classic builder"
+        )
 
     def build(self, request: BuildRequest, credentials: RegistryCredentials | None) -> LocalImage:
         started = time.monotonic()
@@ -176,7 +183,13 @@ class DockerBuilder:
         """Build; the image ID and how many steps came from cache. Streams the log at DEBUG."""
         log.info("building %s from %s", request.repository, request.context)
         secrets = _secrets(credentials)
-        lines = _BuildLog(secrets, request.repository.path.rsplit("/", 1)[-1])
+        lines = BuildLog(
+            secrets,
+            request.repository.path.rsplit("/", 1)[-1],
+            logger=log,
+            progress=_PROGRESS,  # "Step 2/5 : RUN ...": the lines people follow
+            cache_hit=_CACHE_HIT,
+        )
         image_id = None
         try:
             for record in self.api.build(
@@ -352,7 +365,7 @@ def _hint(message: str, request: BuildRequest, credentials: RegistryCredentials 
     )
 
 
-def _build_record(record: Mapping[str, Any], lines: _BuildLog) -> str | None:
+def _build_record(record: Mapping[str, Any], lines: BuildLog) -> str | None:
     if isinstance(record.get("stream"), str):
         lines.feed(record["stream"])
     _raise_in_band(record)
@@ -360,33 +373,3 @@ def _build_record(record: Mapping[str, Any], lines: _BuildLog) -> str | None:
     if isinstance(aux, dict) and isinstance(aux.get("ID"), str):
         return str(aux["ID"])
     return None
-
-
-class _BuildLog:
-    """Splits the build stream into lines, logs them, keeps the last ones, counts cache hits."""
-
-    def __init__(self, secrets: Sequence[HiddenText], label: str = "build") -> None:
-        self._secrets = secrets
-        self._label = label
-        self._partial = ""
-        self._tail: deque[str] = deque(maxlen=LOG_TAIL)
-        self.cached = 0
-
-    def feed(self, text: str) -> None:
-        *complete, self._partial = (self._partial + text).split("\n")
-        for raw in complete:
-            line = redact(raw.rstrip(), self._secrets)
-            if not line:
-                continue
-            # "Step 2/5 : RUN ..." lines are the progress people follow; the rest is detail.
-            level = logging.INFO if line.startswith("Step ") else logging.DEBUG
-            log.log(level, "%s: %s", self._label, line)
-            self._tail.append(line)
-            self.cached += line.strip() == "---> Using cache"
-
-    def tail(self) -> str:
-        if self._partial.strip():
-            self.feed("\n")
-        if not self._tail:
-            return ""
-        return "\n  last lines of the build log:\n    " + "\n    ".join(self._tail)
