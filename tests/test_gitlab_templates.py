@@ -593,6 +593,7 @@ def test_generated_child_jobs_match_the_template_jobs(child_flow: ChildFlow) -> 
     variables = dict(template["variables"])
     assert variables.pop("HOMELAB_RELEASE_STRATEGY") == "child-pipeline"
     assert generated["variables"] == variables
+    assert generated["script"][0].endswith(f"--service {FIVE[0]} --engine docker")
     assert child[WRITER]["before_script"] == parent["promote"]["before_script"]
 
 
@@ -682,3 +683,56 @@ def test_develop_pipeline_builds_with_buildah_and_no_docker_engine(
     assert entry["newName"] == f"{project}/vote"
     assert entry["digest"] == manifest_digest(reference, registry.credentials)
     assert registry.credentials.password.secret not in run.output
+
+
+def test_child_pipeline_builds_with_buildah_set_up_like_build_develop(
+    tmp_path: Path,
+    gitlab_ci_local: str,
+    source: str,
+    buildah_env: Mapping[str, str],
+    registry: LocalRegistry,
+) -> None:
+    """``engine: buildah`` reaches the child's build jobs: no Docker Engine anywhere, buildah's
+    log in the job, one commit; the build job is set up like build_develop on buildah."""
+    repos = create_example_repos(tmp_path / "flow")
+    add_gitlab_origin(repos.work)
+    inputs = {
+        "source": source,
+        "nox_args": "--no-venv",
+        "engine": "buildah",
+        "strategy": "child-pipeline",
+    }
+    install_templates(repos.work, inputs)
+    base = repos.commit("CI: include homelab-release", ".gitlab-ci.yml", ".gitlab")
+    app = repos.work / "vote" / "app.sh"
+    app.write_text(app.read_text() + "echo vote built by buildah in a child pipeline\n")
+    change = repos.commit("vote: v2", "vote")
+    project = f"{registry.address}/homelab-child-buildah-{change[:8]}"
+    tip = _tip(repos)
+    with git_http_server(tmp_path / "flow", "oauth2", TOKEN) as url:
+        variables = project_variables(repos.work, url, registry) | {
+            "CI_REGISTRY_IMAGE": project,
+            "DOCKER_HOST": f"unix://{tmp_path}/no-docker-engine.sock",  # nothing answers here
+            "CONTAINERS_STORAGE_CONF": buildah_env["CONTAINERS_STORAGE_CONF"],
+        }
+        write_local_variables(repos.work, variables)
+        run = run_push(repos.work, base)
+    assert job_results(run) == {"fan_out": 0, "build:vote": 0, WRITER: 0}, run.output
+    assert "STEP 1/" in run.output, "the build log of buildah is not in the job log"
+    assert len(git(repos.remote, "rev-list", f"{tip}..{BRANCH}").split()) == 1
+    (entry,) = YAML(typ="safe").load(
+        git(repos.remote, "show", f"{BRANCH}:k8s/overlays/develop/kustomization.yaml")
+    )["images"]
+    assert entry["digest"] == manifest_digest(
+        ImageRef.parse(f"{project}/vote:{change}"), registry.credentials
+    )
+    parent = YAML(typ="safe").load(preview(repos.work, {"CI_COMMIT_BRANCH": "develop"}))
+    child_file = artifacts_folder(repos.work, "fan_out") / "child-pipeline.yml"
+    child = YAML(typ="safe").load(preview_file(repos.work, str(child_file.relative_to(repos.work))))
+    template, generated = parent["build_develop"], child["build:vote"]
+    for key in ("image", "before_script", "after_script", "cache", "services"):
+        assert generated[key] == template[key], key
+    variables = dict(template["variables"])
+    variables.pop("HOMELAB_RELEASE_STRATEGY")
+    assert generated["variables"] == variables
+    assert generated["script"][0].endswith("--service vote --engine buildah")
