@@ -41,6 +41,24 @@ def build_develop(session: nox.Session) -> None:
 
 
 @nox.session(default=False, tags=["ci"])
+def fan_out(session: nox.Session) -> None:
+    """Plan the develop run once and write the child pipeline: one build job per service."""
+    _release(session, "fan-out")
+
+
+@nox.session(default=False, tags=["ci"])
+def build_service(session: nox.Session) -> None:
+    """Build and push one service of the child pipeline's plan; write built/<service>.json."""
+    _release(session, "build-service")
+
+
+@nox.session(default=False, tags=["ci"])
+def publish_develop(session: nox.Session) -> None:
+    """Write the child pipeline's builds into the develop overlay in one commit."""
+    _release(session, "publish-develop")
+
+
+@nox.session(default=False, tags=["ci"])
 def promote(session: nox.Session) -> None:
     """Copy the tested images of the previous environment into this branch's environment."""
     _release(session, "promote")

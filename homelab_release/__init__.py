@@ -4,7 +4,9 @@ The four workhorses are :func:`detect_changes`, :func:`build_image`, :func:`set_
 and :func:`promote_overlay`; :func:`build_develop`, :func:`promote` and :func:`plan` compose them
 into the workflows that the Nox sessions run, :func:`release`, :func:`history` and
 :func:`rollback` move released versions and earlier states, and :func:`environment_status` reads
-what each environment runs. Every error raised on purpose is a :class:`ReleaseError`.
+what each environment runs. :func:`fan_out`, :func:`build_planned_service` and
+:func:`publish_planned` run the same develop steps as jobs of a generated GitLab child pipeline
+(strategy child-pipeline). Every error raised on purpose is a :class:`ReleaseError`.
 """
 
 from homelab_release.build import (
@@ -15,6 +17,7 @@ from homelab_release.build import (
     build_request,
 )
 from homelab_release.changes import ChangeSet, detect_changes
+from homelab_release.childpipeline import ChildPipeline, JobSettings
 from homelab_release.config import Environment, ReleaseConfig, Service, load_config
 from homelab_release.context import CiContext, PipelineInfo
 from homelab_release.develop import BuildDevelopResult, ServiceBuild
@@ -23,6 +26,7 @@ from homelab_release.errors import (
     BuildError,
     CommandError,
     ConfigError,
+    FanOutError,
     GitError,
     ImageRefError,
     OverlayError,
@@ -30,6 +34,14 @@ from homelab_release.errors import (
     PushError,
     RegistryError,
     ReleaseError,
+)
+from homelab_release.fanout import (
+    BuiltRecord,
+    FanOut,
+    PlannedRun,
+    build_planned_service,
+    fan_out,
+    publish_planned,
 )
 from homelab_release.gitops import Published
 from homelab_release.history import (
@@ -63,24 +75,30 @@ __all__ = [
     "BuildError",
     "BuildRequest",
     "BuiltImage",
+    "BuiltRecord",
     "ChangeSet",
+    "ChildPipeline",
     "CiContext",
     "CommandError",
     "ConfigError",
     "Engine",
     "Environment",
     "EnvironmentStatus",
+    "FanOut",
+    "FanOutError",
     "GitError",
     "History",
     "ImageEntry",
     "ImageRefError",
     "ImageSpec",
+    "JobSettings",
     "OverlayEdit",
     "OverlayError",
     "OverlayState",
     "PipelineInfo",
     "Plan",
     "PlannedPromotion",
+    "PlannedRun",
     "PromoteResult",
     "PromotedImage",
     "Promotion",
@@ -104,14 +122,17 @@ __all__ = [
     "VersionPolicy",
     "build_develop",
     "build_image",
+    "build_planned_service",
     "build_request",
     "detect_changes",
     "environment_status",
+    "fan_out",
     "history",
     "load_config",
     "plan",
     "promote",
     "promote_overlay",
+    "publish_planned",
     "release",
     "rollback",
     "set_overlay_image",

@@ -105,6 +105,9 @@ class ReleaseConfig:
     engine: str = "auto"
     #: ``[build] cache_repo``, default ``<registry>/cache``; "" when there is none
     cache_repo: str = ""
+    #: Whether every service's context folder and Dockerfile were found under ``root`` when the
+    #: configuration was loaded (:func:`load_config` checks them; a hand-made one is not checked).
+    sources_checked: bool = False
 
     @property
     def where(self) -> str:
@@ -284,6 +287,7 @@ def _build(
         unset_variables={k: (text, tuple(names)) for k, (text, names) in reader.unset.items()},
         engine=_engine(where, build.get("engine") or "auto"),
         cache_repo=_cache_repo(where, build.get("cache_repo"), repository, reader.unset),
+        sources_checked=True,  # configured services by _check_sources, found ones by discovery
     )
 
 

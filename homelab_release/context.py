@@ -15,10 +15,20 @@ from types import MappingProxyType
 
 from homelab_release.secrets import GitCredentials, HiddenText, RegistryCredentials
 
-__all__ = ["CiContext", "PipelineInfo", "read_environment"]
+__all__ = ["SECRET_VARIABLES", "CiContext", "PipelineInfo", "read_environment"]
 
 NO_SECRET = HiddenText("")
 _DOCKER_VARIABLES = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
+#: The variables whose values are secrets GitLab or the user gives a job.
+SECRET_VARIABLES = (
+    "CI_JOB_TOKEN",
+    "GITLAB_TOKEN",
+    "HOMELAB_RELEASE_GIT_TOKEN",
+    "CI_REGISTRY_PASSWORD",
+    "CI_DEPLOY_PASSWORD",
+    "CI_DEPENDENCY_PROXY_PASSWORD",
+    "CI_REPOSITORY_URL",  # holds the job token
+)
 #: What the buildah process gets from the environment: buildah's and the containers libraries'
 #: own variables (BUILDAH_ISOLATION, CONTAINERS_STORAGE_CONF, STORAGE_DRIVER, REGISTRY_AUTH_FILE
 #: ...), where to find programs and the user's folders, and the proxy and CA settings for pulls.
@@ -119,6 +129,20 @@ class CiContext:
             },
             variables=env,
         )
+
+    @property
+    def secrets(self) -> tuple[HiddenText, ...]:
+        """The values of :data:`SECRET_VARIABLES` that are set, and the passwords of the
+        credentials: what must never be written into a log or a file."""
+        found = [
+            HiddenText(self.variables[name])
+            for name in SECRET_VARIABLES
+            if self.variables.get(name)
+        ]
+        for credentials in (self.git_credentials, self.registry_credentials):
+            if credentials is not None:
+                found.append(credentials.password)
+        return tuple(found)
 
     @property
     def commit_sha(self) -> str:

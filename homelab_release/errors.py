@@ -11,6 +11,7 @@ __all__ = [
     "BuildError",
     "CommandError",
     "ConfigError",
+    "FanOutError",
     "GitError",
     "ImageRefError",
     "OverlayError",
@@ -87,3 +88,8 @@ class RegistryError(ReleaseError):
 
 class PromotionError(ReleaseError):
     """A promotion cannot proceed; nothing was written."""
+
+
+class FanOutError(ReleaseError):
+    """The child pipeline of the child-pipeline strategy cannot be generated (bad job settings,
+    a secret in its text); nothing was written."""
