@@ -119,7 +119,8 @@ class JobSettings:
     The build jobs also get ``build_image`` (default ``image``), ``build_services`` (GitLab
     ``services:`` entries), ``build_variables``, ``build_setup`` (``before_script`` lines run
     before the set-up, e.g. installing tools) and ``build_args`` (options of build-service);
-    the writer gets ``publish_args`` and ``resource_group``.
+    the writer gets ``publish_args`` and ``resource_group``. ``write`` is the template's
+    ``HOMELAB_RELEASE_WRITE`` (push or merge-request mode), which every child job gets too.
     """
 
     image: str
@@ -134,6 +135,7 @@ class JobSettings:
     build_args: str = ""
     publish_args: str = ""
     resource_group: str = ""
+    write: str = ""
 
     def __post_init__(self) -> None:
         for name in ("image", "source", "ref"):
@@ -307,8 +309,9 @@ def _job_template(settings: JobSettings) -> ChildJob:
     keys: list[tuple[str, Any]] = [("image", settings.image)]
     keys += _tags(settings)
     source = (("HOMELAB_RELEASE_SOURCE", settings.source), ("HOMELAB_RELEASE_REF", settings.ref))
+    write = (("HOMELAB_RELEASE_WRITE", settings.write),)
     keys += [
-        ("variables", dict(source + JOB_VARIABLES)),
+        ("variables", dict(source + JOB_VARIABLES + write)),
         ("cache", _CACHE),
         ("before_script", list(SETUP_SCRIPT)),
         ("after_script", list(CLEANUP_SCRIPT)),

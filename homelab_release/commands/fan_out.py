@@ -94,6 +94,7 @@ def settings(args: argparse.Namespace) -> JobSettings:
         build_args=args.build_args,
         publish_args=args.publish_args,
         resource_group=args.resource_group,
+        write=CiContext.from_env().write_mode,  # HOMELAB_RELEASE_WRITE of the fan_out job
     )
 
 
