@@ -6,6 +6,7 @@ The template running it in gitlab-ci-local is tested in test_gitlab_templates.py
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import replace
@@ -26,6 +27,7 @@ from homelab_release.buildrecords import (
 from homelab_release.changes import ChangeSet
 from homelab_release.childpipeline import (
     BUILD_STAGE,
+    JOB_TEMPLATE,
     MAX_JOB_NAME,
     NOTHING_JOB,
     PLAN_VARIABLES,
@@ -130,6 +132,13 @@ def test_five_services_give_five_build_jobs_and_a_writer_that_needs_them() -> No
     assert writer["needs"] == [{"job": name, "artifacts": True} for name in builds]
     assert writer["artifacts"]["reports"] == {"dotenv": "build.env"}
     assert pipeline.writer_needs
+
+
+def test_every_child_job_gets_the_write_mode() -> None:
+    settings = dataclasses.replace(SETTINGS, write="merge-request")
+    data = load(render(child_pipeline(plan_of(["cart"]), settings)))
+    assert data[JOB_TEMPLATE]["variables"]["HOMELAB_RELEASE_WRITE"] == "merge-request"
+    assert data[WRITER]["extends"] == JOB_TEMPLATE, "the writer honours merge-request mode"
 
 
 @pytest.mark.parametrize(("count", "needs"), [(50, True), (51, False)])
