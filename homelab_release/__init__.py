@@ -20,7 +20,7 @@ from homelab_release.changes import ChangeSet, detect_changes
 from homelab_release.childpipeline import ChildPipeline, JobSettings
 from homelab_release.config import Environment, ReleaseConfig, Service, load_config
 from homelab_release.context import CiContext, PipelineInfo
-from homelab_release.develop import BuildDevelopResult, ServiceBuild
+from homelab_release.develop import BuildDevelopResult, DevelopPlan, ServiceBuild
 from homelab_release.engines import Engine
 from homelab_release.errors import (
     BuildError,
@@ -53,6 +53,7 @@ from homelab_release.history import (
     rollback,
 )
 from homelab_release.images import KEEP, ImageSpec
+from homelab_release.latest import LatestMove
 from homelab_release.overlay import ImageEntry, OverlayEdit, set_overlay_image
 from homelab_release.promotion import PromotedImage, Promotion, promote_overlay
 from homelab_release.releases import ReleasedImage, ReleaseResult, release
@@ -81,6 +82,7 @@ __all__ = [
     "CiContext",
     "CommandError",
     "ConfigError",
+    "DevelopPlan",
     "Engine",
     "Environment",
     "EnvironmentStatus",
@@ -92,6 +94,7 @@ __all__ = [
     "ImageRefError",
     "ImageSpec",
     "JobSettings",
+    "LatestMove",
     "OverlayEdit",
     "OverlayError",
     "OverlayState",
