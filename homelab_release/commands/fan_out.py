@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from homelab_release.childpipeline import MAX_NEEDS, JobSettings
 from homelab_release.commands._common import add_repo_option, section
@@ -99,8 +98,7 @@ def settings(args: argparse.Namespace) -> JobSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    in_ci = CiContext.from_env().in_ci
-    with section("fan_out", "homelab-release: fan_out", sys.stdout, in_ci=in_ci):
+    with section("fan_out"):
         done = fan_out(
             args.repo,
             settings(args),

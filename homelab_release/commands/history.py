@@ -6,7 +6,7 @@ import argparse
 import json
 import time
 
-from homelab_release.commands._common import add_repo_option, short, table
+from homelab_release.commands._common import add_repo_option, short, short_digest, table
 from homelab_release.history import DEFAULT_LIMIT, History, history, history_data
 from homelab_release.status import age
 
@@ -58,11 +58,7 @@ def render(found: History, now: float | None = None) -> str:
             lines.append("    " + ", ".join(facts))
         if state.problem:
             lines.append(f"    cannot read: {state.problem}")
-        rows = [(f"    {e.name}", e.new_tag or "-", _digest(e.digest)) for e in state.images]
+        rows = [(f"    {e.name}", e.new_tag or "-", short_digest(e.digest)) for e in state.images]
         if rows:
             lines.append(table(("    IMAGE", "TAG", "DIGEST"), rows))
     return "\n".join(lines)
-
-
-def _digest(digest: str | None) -> str:
-    return short(digest.split(":")[-1], 12) if digest else "-"

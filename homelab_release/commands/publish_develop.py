@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from homelab_release.commands._common import add_repo_option, section
 from homelab_release.commands.build_develop import summary
-from homelab_release.context import CiContext
 from homelab_release.fanout import publish_planned
 
 __all__ = ["register", "run"]
@@ -31,8 +29,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    in_ci = CiContext.from_env().in_ci
-    with section("publish_develop", "homelab-release: publish_develop", sys.stdout, in_ci=in_ci):
+    with section("publish_develop"):
         result = publish_planned(args.repo, built=args.built, report_dir=args.report_dir)
     print(summary(result))
     return 1 if result.failed else 0

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from homelab_release.commands._common import add_repo_option, section, short
-from homelab_release.context import CiContext
 from homelab_release.releases import ReleaseResult, release
 from homelab_release.versions import PEP440_NOTE
 
@@ -44,8 +42,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    in_ci = CiContext.from_env().in_ci
-    with section("release", "homelab-release: release", sys.stdout, in_ci=in_ci):
+    with section("release"):
         result = release(
             args.repo,
             to=args.to,

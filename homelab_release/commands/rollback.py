@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from homelab_release.commands._common import add_repo_option, section, short
-from homelab_release.context import CiContext
 from homelab_release.history import RollbackResult, rollback
 
 __all__ = ["register", "run", "summary"]
@@ -34,8 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    in_ci = CiContext.from_env().in_ci
-    with section("rollback", "homelab-release: rollback", sys.stdout, in_ci=in_ci):
+    with section("rollback"):
         result = rollback(
             args.repo,
             environment=args.environment,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from homelab_release.commands._common import add_repo_option, short, table
+from homelab_release.commands._common import add_repo_option, short, short_digest, table
 from homelab_release.status import Status, age, environment_status, status_data
 
 __all__ = ["register", "render", "run"]
@@ -43,7 +43,7 @@ def render(status: Status) -> str:
                     environment.name,
                     image.service + mark,
                     short(entry.new_tag, 12) if entry and entry.new_tag else "-",
-                    short(entry.digest.split(":")[-1], 12) if entry and entry.digest else "-",
+                    short_digest(entry.digest if entry else None),
                     short(image.commit),
                     when,
                 )
