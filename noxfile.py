@@ -104,10 +104,13 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Run one benchmark: nox -s bench -- changes|overlay|build|buildah|pipeline [its options]."""
+    """Run one benchmark: nox -s bench -- NAME [its options] (NAME: benchmarks/bench_NAME.py)."""
     session.install("-e", ".")
     if not session.posargs:
-        session.error("name a benchmark: changes, overlay, build, buildah or pipeline")
+        names = sorted(
+            p.stem.removeprefix("bench_") for p in (ROOT / "benchmarks").glob("bench_*.py")
+        )
+        session.error(f"name a benchmark: {', '.join(names)}")
     name, *options = session.posargs
     session.run("python", str(ROOT / "benchmarks" / f"bench_{name}.py"), *options)
 
