@@ -34,6 +34,8 @@ from homelab_release.errors import (
     PushError,
     RegistryError,
     ReleaseError,
+    RollbackError,
+    VersionError,
 )
 from homelab_release.fanout import (
     BuiltRecord,
@@ -47,7 +49,6 @@ from homelab_release.gitops import Published
 from homelab_release.history import (
     History,
     OverlayState,
-    RollbackError,
     RollbackResult,
     history,
     rollback,
@@ -59,7 +60,7 @@ from homelab_release.promotion import PromotedImage, Promotion, promote_overlay
 from homelab_release.releases import ReleasedImage, ReleaseResult, release
 from homelab_release.secrets import RegistryCredentials
 from homelab_release.status import EnvironmentStatus, ServiceImage, Status, environment_status
-from homelab_release.versions import ReleaseVersion, VersionError, VersionPolicy
+from homelab_release.versions import ReleaseVersion, VersionPolicy
 from homelab_release.workflows import (
     Plan,
     PlannedPromotion,

@@ -21,6 +21,8 @@ __all__ = [
     "PushError",
     "RegistryError",
     "ReleaseError",
+    "RollbackError",
+    "VersionError",
 ]
 
 
@@ -101,3 +103,11 @@ class PromotionError(ReleaseError):
 class FanOutError(ReleaseError):
     """The child pipeline of the child-pipeline strategy cannot be generated (bad job settings,
     a secret in its text); nothing was written."""
+
+
+class RollbackError(PromotionError):
+    """A rollback cannot proceed (no such state, an image gone); nothing was written."""
+
+
+class VersionError(ReleaseError):
+    """A release tag names no version, or the target's policy refuses it; nothing was written."""

@@ -218,7 +218,6 @@ def publish(
     apply: Callable[[Path], T],
     message: Callable[[T], str],
     *,
-    author: str = DEFAULT_AUTHOR,
     writer: Writer | None = None,
     attempts: int = 8,
     backoff: float = 0.5,
@@ -228,10 +227,10 @@ def publish(
     ``apply`` must be idempotent: after a rejected push it runs again on the freshly fetched branch
     (so a concurrent pipeline's update is kept, never overwritten). Returns the last ``apply``
     result and what was pushed; when ``apply`` changes nothing, nothing is committed.
-    ``writer`` (default: ``Writer(author)``) signs the commit and, in merge-request mode, moves
+    ``writer`` (default: :class:`Writer` with the default author) signs the commit and, in merge-request mode, moves
     ``tree`` to the merge request's branch when it exists and pushes there instead.
     """
-    writer = writer or Writer(author)
+    writer = writer or Writer()
     identity = Author.parse(writer.author)
     request = writer.merge_request
     branch = request.source if request else remote.branch

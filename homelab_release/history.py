@@ -27,7 +27,7 @@ from pathlib import Path
 from homelab_release import git
 from homelab_release.config import Environment, ReleaseConfig
 from homelab_release.entries import ImageEntry, first_by_name
-from homelab_release.errors import OverlayError, PromotionError, ReleaseError
+from homelab_release.errors import OverlayError, PromotionError, ReleaseError, RollbackError
 from homelab_release.gitops import (
     Published,
     checkout,
@@ -48,7 +48,6 @@ __all__ = [
     "DEFAULT_LIMIT",
     "History",
     "OverlayState",
-    "RollbackError",
     "RollbackResult",
     "choose_state",
     "history",
@@ -60,10 +59,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 20
-
-
-class RollbackError(PromotionError):
-    """A rollback cannot proceed (no such state, an image gone); nothing was written."""
 
 
 @dataclass(frozen=True)

@@ -10,19 +10,18 @@ is not a version. An environment's :class:`VersionPolicy` (``versions`` = a spec
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from homelab_release.errors import ConfigError, ReleaseError
+from homelab_release.errors import ConfigError, VersionError
+from homelab_release.git import is_commit_sha
 
 __all__ = [
     "PEP440_NOTE",
     "ReleaseVersion",
-    "VersionError",
     "VersionPolicy",
     "check_release",
     "current_version",
@@ -35,11 +34,6 @@ PEP440_NOTE = (
     "versions follow PEP 440 as Python's packaging reads them, e.g. 1.4.0 or 1.4.0rc1 "
     "(SemVer's 1.4.0-rc.1 normalises to 1.4.0rc1; 1.4.0-alpha.beta is not a version)"
 )
-_COMMIT_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
-
-
-class VersionError(ReleaseError):
-    """A release tag names no version, or the target's policy refuses it; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +95,7 @@ def parse_policy(text: str, *, prereleases: bool, where: str) -> VersionPolicy:
 
 def version_of_tag(tag: str | None) -> Version | None:
     """The version an image tag names, None for a commit SHA, ``latest`` and the like."""
-    if not tag or _COMMIT_SHA.fullmatch(tag):
+    if not tag or is_commit_sha(tag):
         return None
     try:
         return Version(tag)

@@ -13,6 +13,7 @@ import pytest
 from homelab_release.errors import GitError
 from homelab_release.gitops import (
     ManifestsRemote,
+    Writer,
     checkout,
     clone,
     commit_message,
@@ -138,7 +139,7 @@ def test_missing_branch_says_how_to_create_it(remote: Path) -> None:
 def test_bad_author_is_an_error(remote: Path) -> None:
     target = ManifestsRemote(str(remote), BRANCH)
     with checkout(target) as tree, pytest.raises(GitError, match="Name <email>"):
-        publish(tree, target, writer("a", "a"), str, author="nobody")
+        publish(tree, target, writer("a", "a"), str, writer=Writer("nobody"))
 
 
 @pytest.mark.parametrize(

@@ -20,15 +20,20 @@ from homelab_release.cli import main
 from homelab_release.demo import Sandbox
 from homelab_release.demo.example import BUILDAH_ONLY, create_example_repos
 from homelab_release.demo.sandbox import DockerEngine, LocalRegistry
-from homelab_release.errors import ConfigError, PromotionError, ReleaseError
+from homelab_release.errors import (
+    ConfigError,
+    PromotionError,
+    ReleaseError,
+    RollbackError,
+    VersionError,
+)
 from homelab_release.git import ZERO_SHA, git
-from homelab_release.history import RollbackError, history, rollback
+from homelab_release.history import history, rollback
 from homelab_release.images import ImageRef
 from homelab_release.overlay import ImageEntry, read_overlay_images
 from homelab_release.registry import manifest_digest, retag
 from homelab_release.releases import release
 from homelab_release.status import environment_status
-from homelab_release.versions import VersionError
 from homelab_release.workflows import build_develop, promote
 
 BRANCH = "k8s-manifests"

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from packaging.version import Version
 
-from homelab_release.errors import ConfigError
+from homelab_release.errors import ConfigError, VersionError
 from homelab_release.versions import (
-    VersionError,
     check_release,
     current_version,
     parse_policy,
