@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,12 +148,15 @@ class ReleaseConfig:
         if key not in self.unset_variables:
             return ""
         text, names = self.unset_variables[key]
-        first = names[0]
-        return (
-            f"{self.where}: {key} = {text!r}, but the variable {', '.join(names)} "
-            f"{'is' if len(names) == 1 else 'are'} not set; set it, or give a default: "
-            f"${{{first}:-VALUE}}"
-        )
+        return _unset_message(self.where, key, text, names)
+
+
+def _unset_message(where: str, key: str, text: str, names: Sequence[str]) -> str:
+    return (
+        f"{where}: {key} = {text!r}, but the variable {', '.join(names)} "
+        f"{'is' if len(names) == 1 else 'are'} not set; set it, or give a default: "
+        f"${{{names[0]}:-VALUE}}"
+    )
 
 
 def load_config(repo: Path | str = ".", env: Mapping[str, str] | None = None) -> ReleaseConfig:
@@ -252,6 +255,14 @@ class _Reader:
 
         return _VAR.sub(value, text)
 
+    def require_set(self, key: str) -> None:
+        """``key`` names a branch or a folder: a variable it uses that is unset (and has no
+        default) makes it name another one than meant (an empty overlay is the manifests
+        root, an empty branch the default one), so that is an error when the file is read."""
+        if key in self.unset:
+            text, names = self.unset[key]
+            raise ConfigError(_unset_message(self.where, key, text, names))
+
 
 def _build(
     root: Path, path: Path | None, data: Mapping[str, Any], env: Mapping[str, str]
@@ -266,6 +277,7 @@ def _build(
         )
     registry = reader.table(data.get("registry", {}), "registry", _SCHEMA["registry"])
     manifests = reader.table(data.get("manifests", {}), "manifests", _SCHEMA["manifests"])
+    reader.require_set("manifests.branch")
     changes = reader.table(data.get("changes", {}), "changes", _SCHEMA["changes"])
     build = reader.table(data.get("build", {}), "build", _SCHEMA["build"])
     services = _services(root, reader, data.get("services"))
@@ -409,6 +421,7 @@ def _environments(reader: _Reader, raw: Any) -> tuple[Environment, ...]:
     envs = []
     for name, table in tables.items():
         values = reader.table(table, f"environments.{name}", _ENV_KEYS)
+        reader.require_set(f"environments.{name}.overlay")
         source = values.get("promote_from") or None
         if source is not None and source not in tables:
             raise ConfigError(

@@ -83,7 +83,13 @@ class Workspace:
 
     @property
     def _signing(self) -> tuple[str, str]:
-        """The signing key's path and the setting that named it ('' when commits are unsigned)."""
+        """The signing key's path and the setting that named it ('' when commits are unsigned).
+
+        ``manifests.signing_key`` naming an unset variable is an error, not unsigned commits
+        (``${KEY_FILE:-}`` says on purpose that the variable may be empty)."""
+        unset = self.config.unset_message("manifests.signing_key")
+        if unset:
+            raise ConfigError(unset)
         if self.config.signing_key:
             return self.config.signing_key, "manifests.signing_key"
         return self.context.signing_key, "HOMELAB_RELEASE_SIGNING_KEY"

@@ -442,3 +442,33 @@ def test_release_controls_per_environment(tmp_path: Path) -> None:
     assert prod.versions.prereleases is True
     assert prod.write == "merge-request"
     assert prod.merge_request_labels == ("release", "prod")
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "variable"),
+    [
+        ("[manifests]\nbranch = '${MANIFESTS_BRANCH}'\n", "manifests.branch", "MANIFESTS_BRANCH"),
+        (
+            "[environments.stage]\noverlay = '${STAGE_OVERLAY}'\n",
+            r"environments\.stage\.overlay",
+            "STAGE_OVERLAY",
+        ),
+        (
+            "[environments.stage]\noverlay = 'k8s/overlays/${STAGE}'\n",
+            r"environments\.stage\.overlay",
+            "STAGE",
+        ),
+    ],
+)
+def test_a_branch_or_overlay_from_an_unset_variable_is_an_error(
+    tmp_path: Path, text: str, key: str, variable: str
+) -> None:
+    """Not the default branch, not the manifests root: the file names a variable that is unset."""
+    write_config(tmp_path, text)
+    with pytest.raises(ConfigError, match=rf"{key} = .*the variable {variable} is not set"):
+        load_config(tmp_path, env={})
+    config = load_config(tmp_path, env={variable: "given"})
+    assert "given" in (config.manifests_branch + config.environments[0].overlay)
+    defaulted = text.replace("}", ":-k}")
+    write_config(tmp_path, defaulted)
+    load_config(tmp_path, env={})  # a default (an empty one too) says it may be unset

@@ -28,6 +28,7 @@ from homelab_release.gitops import (
 )
 from homelab_release.secrets import GitCredentials, HiddenText
 from homelab_release.signing import check_signing_key, signing_key
+from homelab_release.workspace import Workspace
 from tests.githttp import git_http_server
 from tests.gitrepo import GitRepo, run_git
 
@@ -302,6 +303,25 @@ def test_a_key_with_a_passphrase_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="passphrase") as refused:
         check_signing_key(key, setting="HOMELAB_RELEASE_SIGNING_KEY")
     assert "PRIVATE KEY" not in str(refused.value)
+
+
+def test_a_signing_key_from_an_unset_variable_is_an_error(
+    repo: GitRepo, keypair: tuple[Path, str]
+) -> None:
+    """Not unsigned commits, nor HOMELAB_RELEASE_SIGNING_KEY's key: the file names a variable."""
+    repo.write("homelab-release.toml", "[manifests]\nsigning_key = '${KEY_FILE}'\n")
+    fallback = {"HOMELAB_RELEASE_SIGNING_KEY": str(keypair[0])}
+    ws = Workspace.open(repo.path, env=fallback)
+    unset = r"signing_key = '\$\{KEY_FILE\}', but the variable KEY_FILE is not set"
+    with pytest.raises(ConfigError, match=unset):
+        ws.check_writer("develop")
+    with pytest.raises(ConfigError, match=unset), ws.writer("develop"):
+        pass
+    with Workspace.open(repo.path, env={"KEY_FILE": str(keypair[0])}).writer("develop") as given:
+        assert given.signing_key is not None
+    repo.write("homelab-release.toml", "[manifests]\nsigning_key = '${KEY_FILE:-}'\n")
+    with Workspace.open(repo.path, env={}).writer("develop") as unsigned:
+        assert unsigned.signing_key is None, "an empty default says: unsigned on purpose"
 
 
 def test_the_key_never_reaches_a_log(

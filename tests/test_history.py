@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from homelab_release.config import Environment
+from homelab_release.errors import RollbackError
 from homelab_release.git import file_history
 from homelab_release.gitops import commit_message
-from homelab_release.errors import RollbackError
 from homelab_release.history import OverlayState, choose_state, read_states
 from tests.gitrepo import GitRepo
 
