@@ -31,15 +31,15 @@ from homelab_release.changes import ChangeSet, detect_changes
 from homelab_release.config import Environment, ReleaseConfig, Service
 from homelab_release.engines.base import Engine
 from homelab_release.engines.choice import make_engine
+from homelab_release.environments import follow_latest, write_entries
 from homelab_release.errors import ConfigError, ReleaseError
-from homelab_release.gitops import ManifestsRemote, Published, checkout, commit_message, publish
+from homelab_release.gitops import ManifestsRemote, Published, checkout
 from homelab_release.gitops import refresh as refresh_checkout
 from homelab_release.images import ImageRef
-from homelab_release.latest import LatestMove, follow_overlay
+from homelab_release.latest import LatestMove
 from homelab_release.overlay import (
     ImageEntry,
     OverlayEdit,
-    apply_overlay_entries,
     changed_entries,
     first_by_name,
     read_overlay_images,
@@ -514,22 +514,20 @@ def _publish(
     target = ws.config.environment(plan.environment)
     require_overlay(tree, target, remote)
 
-    def apply(checkout_root: Path) -> OverlayEdit:
-        overlay = checkout_root / target.overlay
-        entries = develop_entries(ws, plan, builds, read_overlay_images(overlay))
-        return apply_overlay_entries(overlay, entries)
+    def entries(checkout_root: Path) -> tuple[ImageEntry, ...]:
+        current = read_overlay_images(checkout_root / target.overlay)
+        return develop_entries(ws, plan, builds, current)
 
-    def message(edit: OverlayEdit) -> str:
-        written = changed_entries(edit.before, edit.after)
+    def subject(edit: OverlayEdit) -> str:
         by_entry = {t.entry_name: t.service for t in plan.targets}
-        names = ", ".join(sorted(by_entry.get(e.name, e.name) for e in written))
-        body = "\n".join(f"{e.name}: {e.reference}" for e in written)
-        trailers = {"Source-Commit": plan.tag, "Pipeline": ws.context.pipeline_url}
-        return commit_message(f"{target.name}: update {names}", body, trailers)
+        written = changed_entries(edit.before, edit.after)
+        return "update " + ", ".join(sorted(by_entry.get(e.name, e.name) for e in written))
 
-    with ws.writer(plan.environment) as writer:
-        edit, published = publish(tree, remote, apply, message, writer=writer)
-    return Publication(edit, published, _follow_overlay(ws, plan, builds, tree, remote))
+    trailers = {"Source-Commit": plan.tag}
+    written = write_entries(ws, target, tree, remote, entries, subject=subject, trailers=trailers)
+    return Publication(
+        written.edit, written.published, _follow_overlay(ws, plan, builds, tree, remote)
+    )
 
 
 def _follow_overlay(
@@ -540,22 +538,11 @@ def _follow_overlay(
     remote: ManifestsRemote,
 ) -> tuple[LatestMove, ...]:
     """Each built service's ``latest`` serves what the overlay names at the branch's tip."""
-    overlay = tree / ws.config.environment(plan.environment).overlay
     built = {build.service for build in builds if build.ok}
     targets = {
         t.entry_name: ImageRef.parse(t.repository) for t in plan.targets if t.service in built
     }
-
-    def read_tip() -> dict[str, ImageEntry]:
-        refresh_checkout(tree, remote)
-        return first_by_name(read_overlay_images(overlay))
-
-    return follow_overlay(
-        targets,
-        read_tip,
-        credentials=ws.context.registry_credentials,
-        insecure=ws.config.insecure_registries,
-    )
+    return follow_latest(ws, ws.config.environment(plan.environment), targets, tree, remote)
 
 
 def require_overlay(tree: Path, environment: Environment, remote: ManifestsRemote) -> None:

@@ -10,12 +10,19 @@ entries go. ``homelab_release.overlay`` turns such a plan into text.
 from __future__ import annotations
 
 import enum
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from homelab_release.errors import ImageRefError, OverlayError
-from homelab_release.images import check_digest, check_name, check_tag, split_reference
+from homelab_release.images import (
+    ImageRef,
+    check_digest,
+    check_name,
+    check_tag,
+    split_reference,
+)
 
 __all__ = [
     "ENTRY_KEYS",
@@ -27,11 +34,14 @@ __all__ = [
     "changed_entries",
     "check_entry",
     "first_by_name",
+    "first_entries",
     "plan_entries",
 ]
 
 ENTRY_KEYS = ("name", "newName", "newTag", "digest", "tagSuffix")
 """The keys of an ``images:`` entry, in the order kustomize writes them."""
+
+log = logging.getLogger(__name__)
 
 _TAG_SUFFIX = re.compile(r"[A-Za-z0-9_.-]{1,127}")
 
@@ -81,6 +91,20 @@ class ImageEntry:
         text += f":{tag}" if tag else ""
         return text + (f"@{digest}" if digest else "")
 
+    @property
+    def image(self) -> ImageRef | None:
+        """The image the registry serves for this entry: ``newName`` (else ``name``) with its
+        ``newTag`` and ``digest``, or None when it names neither (it keeps the tag of the base's
+        image, which the overlay does not say, so there is nothing to look up)."""
+        if not (self.new_tag or self.digest):
+            return None
+        return self.repository.with_tag(self.new_tag).with_digest(self.digest)
+
+    @property
+    def repository(self) -> ImageRef:
+        """The repository kustomize renders for this entry: ``newName``, else ``name``."""
+        return ImageRef.parse(self.new_name or self.name)
+
     def fields(self) -> dict[str, str]:
         """The entry as its YAML keys and values, in ``ENTRY_KEYS`` order, absent ones left out."""
         values = (self.name, self.new_name, self.new_tag, self.digest, self.tag_suffix)
@@ -97,6 +121,20 @@ def first_by_name(entries: Iterable[ImageEntry]) -> dict[str, ImageEntry]:
     for entry in entries:
         first.setdefault(entry.name, entry)
     return first
+
+
+def first_entries(entries: Iterable[ImageEntry], where: object) -> tuple[ImageEntry, ...]:
+    """Each name's first entry (what kustomize renders), in the order the names first appear;
+    a later duplicate is ignored with a warning naming ``where`` (the overlay)."""
+    listed = tuple(entries)
+    first = first_by_name(listed)
+    for entry in listed:
+        if entry is not first[entry.name]:
+            kept = first[entry.name].reference
+            log.warning(
+                "%s: several entries named %s; using the first, %s", where, entry.name, kept
+            )
+    return tuple(first.values())
 
 
 def changed_entries(

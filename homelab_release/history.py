@@ -20,32 +20,26 @@ it unnoticed in GitLab: the template's ``resource_group`` runs the rollback job 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from homelab_release import git
 from homelab_release.config import Environment, ReleaseConfig
-from homelab_release.entries import ImageEntry, first_by_name
-from homelab_release.errors import OverlayError, PromotionError, ReleaseError, RollbackError
-from homelab_release.gitops import (
-    Published,
-    checkout,
-    commit_message,
-    parse_trailers,
-    publish,
-    subject_of,
-)
-from homelab_release.images import ImageRef
+from homelab_release.entries import ImageEntry, first_entries
+from homelab_release.environments import follow_latest, write_entries
+from homelab_release.errors import ConfigError, OverlayError, RollbackError
+from homelab_release.gitops import ManifestsRemote, Published, checkout, parse_trailers, subject_of
 from homelab_release.kustomization import KUSTOMIZATION_NAMES, ImagesDocument
-from homelab_release.latest import LatestMove, follow_overlay
-from homelab_release.overlay import OverlayEdit, apply_overlay_entries, read_overlay_images
-from homelab_release.registry import image_exists
-from homelab_release.releases import source_reference
+from homelab_release.latest import LatestMove
+from homelab_release.overlay import OverlayEdit, apply_overlay_entries
+from homelab_release.registrycheck import check_entries, registry_lookup
 from homelab_release.workspace import Workspace
 
 __all__ = [
     "DEFAULT_LIMIT",
+    "MIN_PREFIX",
     "History",
     "OverlayState",
     "RollbackResult",
@@ -59,6 +53,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 20
+#: The fewest hex digits of a commit that ``to=`` takes as a prefix.
+MIN_PREFIX = 7
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 @dataclass(frozen=True)
@@ -102,6 +99,11 @@ def history(
     env: Mapping[str, str] | None = None,
 ) -> History:
     """The last ``limit`` states (None: all) of ``environment``'s overlay on the manifests branch."""
+    if limit is not None and limit < 1:
+        raise ConfigError(
+            f"limit={limit}: give the number of states to list, 1 or more (None: all of them)",
+            parameter="limit",
+        )
     ws = Workspace.open(repo, config, env)
     target = ws.config.environment(environment)
     remote = ws.remote()
@@ -131,7 +133,7 @@ def _state(folder: str, revision: git.Revision) -> OverlayState:
         entries = ImagesDocument.load(Path(folder) / name, text).entries
     except OverlayError as err:
         return replace(base, problem=str(err))
-    return replace(base, images=tuple(first_by_name(entries).values()))
+    return replace(base, images=first_entries(entries, f"{folder} at {revision.sha[:12]}"))
 
 
 def choose_state(
@@ -142,30 +144,47 @@ def choose_state(
     steps: int | None = None,
 ) -> OverlayState:
     """The state a rollback goes to: the commit ``to`` names (a full SHA or a unique prefix of
-    at least 7 digits), or the one ``steps`` states before the current one."""
+    at least :data:`MIN_PREFIX` hex digits), or the one ``steps`` states before the current one."""
     if (to is None) == (steps is None):
-        raise RollbackError(
-            "give the state to roll back to: --to COMMIT or --steps N (one of them)"
-        )
+        raise RollbackError("give the state to roll back to: to=COMMIT or steps=N (one of them)")
     if not states:
         raise RollbackError(f"the {environment} overlay has no history on the manifests branch")
     if steps is not None:
-        if steps < 1 or steps >= len(states):
-            raise RollbackError(
-                f"--steps {steps}: the {environment} overlay has {len(states) - 1} earlier "
-                f"state(s) in the history read; give 1 to {max(1, len(states) - 1)}, or --to COMMIT"
-            )
-        return states[steps]
+        return _steps_back(states, environment, steps)
     wanted = (to or "").strip().lower()
-    found = [s for s in states if len(wanted) >= 7 and s.commit.startswith(wanted)]
+    found = [s for s in states if len(wanted) >= MIN_PREFIX and s.commit.startswith(wanted)]
     if len(found) != 1:
         listed = ", ".join(f"{s.commit[:12]} ({s.subject})" for s in states[:5])
-        why = "names several states" if found else "is not a state of"
         raise RollbackError(
-            f"commit {to!r} {why} the {environment} overlay (commits that changed it, newest "
-            f"first: {listed}); see homelab-release history --env {environment}"
+            f"commit {to!r} {_why_not(wanted, found)} the {environment} overlay (commits that "
+            f"changed it, newest first: {listed}); see homelab-release history --env {environment}",
+            parameter="to",
         )
     return found[0]
+
+
+def _steps_back(states: Sequence[OverlayState], environment: str, steps: int) -> OverlayState:
+    earlier = len(states) - 1
+    if earlier == 0:
+        raise RollbackError(
+            f"the {environment} overlay has no earlier state to roll back to: only its current "
+            f"one, {states[0].commit[:12]} ({states[0].subject})"
+        )
+    if not 1 <= steps <= earlier:
+        raise RollbackError(
+            f"steps={steps}: the {environment} overlay has {earlier} earlier state(s) in the "
+            f"history read; give a number from 1 to {earlier}",
+            parameter="steps",
+        )
+    return states[steps]
+
+
+def _why_not(wanted: str, found: Sequence[OverlayState]) -> str:
+    if found:
+        return "names several states of"
+    if len(wanted) < MIN_PREFIX and _HEX.fullmatch(wanted):
+        return f"is too short to name a state of (a prefix needs at least {MIN_PREFIX} hex digits)"
+    return "is not a state of"
 
 
 @dataclass(frozen=True)
@@ -212,26 +231,19 @@ def rollback(
         if dry_run:
             edit = apply_overlay_entries(tree / target.overlay, entries, dry_run=True)
             return RollbackResult(target.name, current, state, edit, dry_run=True)
-
-        def apply(checkout_root: Path) -> OverlayEdit:
-            return apply_overlay_entries(checkout_root / target.overlay, entries)
-
-        def message(edit: OverlayEdit) -> str:
-            body = "\n".join(f"{e.name}: {e.reference}" for e in entries)
-            trailers = {
-                "Rollback-Of": current.commit,
-                "Rollback-To": state.commit,
-                "Source-Commit": state.source_commit,
-                "Pipeline": ws.context.pipeline_url,
-            }
-            subject = f"{target.name}: roll back to {state.commit[:12]}"
-            return commit_message(subject, body, trailers)
-
-        with ws.writer(target.name) as writer:
-            edit, published = publish(tree, remote, apply, message, writer=writer)
+        trailers = {
+            "Rollback-Of": current.commit,
+            "Rollback-To": state.commit,
+            "Source-Commit": state.source_commit,
+        }
+        written = write_entries(
+            ws, target, tree, remote, entries,
+            subject=f"roll back to {state.commit[:12]}", trailers=trailers,
+        )  # fmt: skip
+        published = written.published
         moved = published.commit is not None and not published.merge_request
-        moves = _follow_latest(ws, target, entries, tree) if moved else ()
-    return RollbackResult(target.name, current, state, edit, published, moves)
+        moves = _follow_latest(ws, target, entries, tree, remote) if moved else ()
+    return RollbackResult(target.name, current, state, written.edit, published, moves)
 
 
 def _restorable(state: OverlayState, environment: str) -> tuple[ImageEntry, ...]:
@@ -248,46 +260,29 @@ def _restorable(state: OverlayState, environment: str) -> tuple[ImageEntry, ...]
 
 
 def _require_images(ws: Workspace, entries: Sequence[ImageEntry], state: OverlayState) -> None:
-    """Every image of the state must still be in the registry; one error lists those gone."""
-    credentials, insecure = ws.context.registry_credentials, ws.config.insecure_registries
-    missing = []
-    for entry in entries:
-        try:
-            reference = source_reference(entry)
-        except PromotionError:
-            continue  # it keeps the base's image: nothing the registry could have lost
-        try:
-            present = image_exists(reference, credentials, insecure=insecure)
-        except ReleaseError as err:
-            raise RollbackError(f"cannot check {reference} before rolling back: {err}") from err
-        if not present:
-            missing.append(str(reference))
-    if missing:
+    """Every image of the state must still be in the registry; one error says what is not."""
+    lookup = registry_lookup(ws.context.registry_credentials, ws.config.insecure_registries)
+    check = check_entries(entries, lookup, doing="rolling back", error=RollbackError)
+    if check.problem:
         raise RollbackError(
-            f"not rolling back to {state.commit[:12]}: these images are gone from the registry: "
-            + ", ".join(missing)
-            + "; pick another state (homelab-release history) or rebuild them"
+            f"not rolling back to {state.commit[:12]}: {check.problem}; pick another state "
+            "(homelab-release history) or rebuild them"
         )
 
 
 def _follow_latest(
-    ws: Workspace, target: Environment, entries: Sequence[ImageEntry], tree: Path
+    ws: Workspace,
+    target: Environment,
+    entries: Sequence[ImageEntry],
+    tree: Path,
+    remote: ManifestsRemote,
 ) -> tuple[LatestMove, ...]:
     """An environment builds write into (no promote_from): its ``latest`` tags follow the
-    overlay, so they serve the restored images too."""
+    overlay at the branch's tip, so they serve the restored images (or a later pipeline's)."""
     if target.promote_from is not None:
         return ()
-    targets = {}
-    for entry in entries:
-        if entry.new_name and entry.digest:
-            targets[entry.name] = ImageRef.parse(entry.new_name)
-    overlay = tree / target.overlay
-    return follow_overlay(
-        targets,
-        lambda: first_by_name(read_overlay_images(overlay)),
-        credentials=ws.context.registry_credentials,
-        insecure=ws.config.insecure_registries,
-    )
+    targets = {e.name: e.repository for e in entries if e.new_name and e.digest}
+    return follow_latest(ws, target, targets, tree, remote)
 
 
 def history_data(found: History) -> dict[str, object]:

@@ -6,33 +6,35 @@ the target overlay with :func:`~homelab_release.overlay.apply_overlay_entries`, 
 target file's comments and layout. Target entries that the source does not name stay as they are.
 When the source has several entries for a name, the first one is promoted (kustomize renders the
 first). ``Promotion.changed`` says whether the target file changes, for whatever reason.
+
+The ``promote`` workflow composes the same steps: :func:`promoted_entries`,
+:func:`verify_promoted` and :func:`promotion_of`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from homelab_release.context import CiContext
-from homelab_release.errors import OverlayError, PromotionError, RegistryError
-from homelab_release.images import ImageRef
-from homelab_release.overlay import (
-    ImageEntry,
-    OverlayEdit,
-    apply_overlay_entries,
-    first_by_name,
-    read_overlay_images,
-)
-from homelab_release.registry import image_exists
+from homelab_release.entries import ImageEntry, first_entries
+from homelab_release.errors import OverlayError, PromotionError
+from homelab_release.overlay import OverlayEdit, apply_overlay_entries, read_overlay_images
+from homelab_release.registrycheck import DigestLookup, check_entries, registry_lookup
 from homelab_release.secrets import RegistryCredentials
 
-__all__ = ["PromotedImage", "Promotion", "promote_overlay"]
+__all__ = [
+    "PromotedImage",
+    "Promotion",
+    "promote_overlay",
+    "promoted_entries",
+    "promotion_of",
+    "verify_promoted",
+]
 
 log = logging.getLogger(__name__)
-
-ExistsCheck = Callable[[str], bool]
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,8 @@ def promote_overlay(
     verify: bool | None = None,
     credentials: RegistryCredentials | None = None,
     insecure_registries: Sequence[str] = (),
-    exists: ExistsCheck | None = None,
+    lookup: DigestLookup | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Promotion:
     """Copy the ``images:`` entries of overlay ``source`` into overlay ``target``.
 
@@ -79,15 +82,64 @@ def promote_overlay(
     must exist in its registry, else :class:`PromotionError` lists all that are missing and nothing
     is written. ``dry_run`` computes the result and the diff and writes nothing; it asks nothing of
     the registry unless ``verify=True`` is given (``verify`` defaults to ``not dry_run``).
-    ``exists`` replaces the registry check (a callable taking an image reference).
+    The registry is asked with ``credentials``, else those of the CI context read from ``env``
+    (None: the process environment); ``lookup`` replaces the registry (an image reference -> the
+    digest it serves, None when it has none).
     """
-    entries = _select(Path(source), images)
+    entries = promoted_entries(source, images)
     if not dry_run if verify is None else verify:
-        check = exists or _registry_check(credentials, insecure_registries)
-        _verify(entries, check)
+        if lookup is None:
+            found = credentials or CiContext.from_env(env).registry_credentials
+            lookup = registry_lookup(found, insecure_registries)
+        verify_promoted(entries, lookup)
     edit = apply_overlay_entries(target, entries, dry_run=dry_run)
+    return promotion_of(source, edit, entries, dry_run=dry_run)
+
+
+def promoted_entries(
+    source: Path | str, names: Collection[str] | None = None
+) -> tuple[ImageEntry, ...]:
+    """The entries a promotion from overlay ``source`` copies: each name's first entry
+    (kustomize renders the first), only those of ``names`` when given."""
+    try:
+        entries = read_overlay_images(source)
+    except OverlayError as err:
+        raise PromotionError(f"cannot promote from {source}: {err}") from err
+    if not entries:
+        raise PromotionError(
+            f"source overlay {source} has no images: entries, so there is nothing to promote; "
+            "run build_develop first or pick another source environment"
+        )
+    entries = first_entries(entries, source)
+    if names is None:
+        return entries
+    known = {entry.name for entry in entries}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise PromotionError(
+            f"source overlay {source} has no entry named {', '.join(unknown)} "
+            f"(it has: {', '.join(sorted(known))})"
+        )
+    return tuple(entry for entry in entries if entry.name in names)
+
+
+def verify_promoted(entries: Sequence[ImageEntry], lookup: DigestLookup) -> None:
+    """Every promoted image must be in its registry; one :class:`PromotionError` says all that
+    is wrong (missing images, entries that name no tag or digest to look up)."""
+    check = check_entries(entries, lookup, doing="promoting", error=PromotionError)
+    if check.problem:
+        remedy = "rebuild the missing ones (build_develop), or promote the others by name"
+        if check.unverifiable:
+            remedy += ", or promote without the check: verify=False"
+        raise PromotionError(f"not promoting: {check.problem}; {remedy}", parameter="verify")
+
+
+def promotion_of(
+    source: Path | str, edit: OverlayEdit, entries: Sequence[ImageEntry], *, dry_run: bool = False
+) -> Promotion:
+    """The :class:`Promotion` an overlay ``edit`` that wrote ``entries`` makes."""
     changes = _changes(edit, entries)
-    log.info("promotion %s -> %s: %d image(s) change", source, target, len(changes))
+    log.info("promotion %s -> %s: %d image(s) change", source, edit.path, len(changes))
     written = edit.changed and not dry_run
     return Promotion(Path(source), edit.path, changes, edit.diff, edit.changed, written)
 
@@ -109,75 +161,3 @@ def _reason(first: ImageEntry | None, entry: ImageEntry, before: list[ImageEntry
     reasons = ["changed"] if first != entry else []
     reasons += ["duplicates removed"] if len(before) > 1 else []
     return ", ".join(reasons) or "rewritten"
-
-
-def _select(source: Path, names: Collection[str] | None) -> tuple[ImageEntry, ...]:
-    try:
-        entries = read_overlay_images(source)
-    except OverlayError as err:
-        raise PromotionError(f"cannot promote from {source}: {err}") from err
-    if not entries:
-        raise PromotionError(
-            f"source overlay {source} has no images: entries, so there is nothing to promote; "
-            "run build_develop first or pick another source environment"
-        )
-    entries = _first_per_name(source, entries)
-    if names is None:
-        return entries
-    known = {entry.name for entry in entries}
-    unknown = sorted(set(names) - known)
-    if unknown:
-        raise PromotionError(
-            f"source overlay {source} has no entry named {', '.join(unknown)} "
-            f"(it has: {', '.join(sorted(known))})"
-        )
-    return tuple(entry for entry in entries if entry.name in names)
-
-
-def _first_per_name(source: Path, entries: tuple[ImageEntry, ...]) -> tuple[ImageEntry, ...]:
-    """Each name's first entry: kustomize renders the source overlay with the first one."""
-    first = first_by_name(entries)
-    for entry in entries:
-        if entry is not first[entry.name]:
-            what = (source, entry.name, first[entry.name].reference)
-            log.warning("%s: several entries named %s; promoting the first, %s", *what)
-    return tuple(first.values())
-
-
-def _verify(entries: Sequence[ImageEntry], exists: ExistsCheck) -> None:
-    """Every promoted reference must be in its registry (all missing ones are listed)."""
-    for entry in entries:
-        _check_verifiable(entry)
-    missing = [entry.reference for entry in entries if not exists(entry.reference)]
-    if missing:
-        raise PromotionError(
-            "not promoting: these images are not in the registry: "
-            + ", ".join(missing)
-            + "; rebuild them (build_develop) or promote only the others with --image"
-        )
-
-
-def _check_verifiable(entry: ImageEntry) -> None:
-    """An entry without newTag or digest names no tag (the base's tag applies): nothing to look up."""
-    if entry.new_tag or entry.digest:
-        return
-    what = f"its tagSuffix {entry.tag_suffix!r} extends" if entry.tag_suffix else "it keeps"
-    raise PromotionError(
-        f"cannot check image entry {entry.name!r} in the registry: {what} the tag of the base's "
-        "image, which the overlay does not name; set newTag or digest in the entry, promote the "
-        "others with --image, or promote with --no-verify"
-    )
-
-
-def _registry_check(
-    credentials: RegistryCredentials | None, insecure: Sequence[str]
-) -> ExistsCheck:
-    creds = credentials if credentials is not None else CiContext.from_env().registry_credentials
-
-    def check(reference: str) -> bool:
-        try:
-            return image_exists(ImageRef.parse(reference), creds, insecure=insecure)
-        except RegistryError as err:
-            raise PromotionError(f"cannot verify {reference} before promoting: {err}") from err
-
-    return check

@@ -20,14 +20,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from homelab_release import git
 from homelab_release.config import Environment, ReleaseConfig
-from homelab_release.entries import ImageEntry, first_by_name
+from homelab_release.entries import ImageEntry, first_entries
+from homelab_release.environments import source_of, write_entries
 from homelab_release.errors import ConfigError, OverlayError, PromotionError, ReleaseError
-from homelab_release.gitops import Published, checkout, commit_message, publish
-from homelab_release.images import ImageRef
+from homelab_release.gitops import Published, checkout
 from homelab_release.overlay import OverlayEdit, apply_overlay_entries, read_overlay_images
 from homelab_release.registry import manifest_digest, retag
+from homelab_release.registrycheck import check_entries, registry_lookup
 from homelab_release.versions import (
     ReleaseVersion,
     VersionPolicy,
@@ -42,7 +42,6 @@ __all__ = [
     "ReleasedImage",
     "release",
     "release_target",
-    "source_reference",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,7 +95,7 @@ def release(
     """
     ws = Workspace.open(repo, config, env)
     target, policy = release_target(ws.config, to)
-    source = _source(ws.config, target)
+    source = source_of(ws.config, target)
     version = parse_release_tag(tag if tag is not None else ws.context.commit_tag)
     if not dry_run:
         ws.check_writer(target.name)
@@ -117,24 +116,19 @@ def release(
                 source.name, target.name, version, previous, planned, edit, None, True
             )
         released = _tag_all(ws, planned, version)
-
-        def apply(checkout_root: Path) -> OverlayEdit:
-            return apply_overlay_entries(checkout_root / target.overlay, entries)
-
-        def message(edit: OverlayEdit) -> str:
-            body = "\n".join(f"{e.name}: {e.reference}" for e in entries)
-            trailers = {
-                "Release": version.tag,
-                "Release-Tag": version.source,
-                "Promoted-From": source.name,
-                "Source-Commit": ws.context.commit_sha or git.head_commit(ws.root),
-                "Pipeline": ws.context.pipeline_url,
-            }
-            return commit_message(f"{target.name}: release {version.tag}", body, trailers)
-
-        with ws.writer(target.name) as writer:
-            edit, published = publish(tree, remote, apply, message, writer=writer)
-    return ReleaseResult(source.name, target.name, version, previous, released, edit, published)
+        trailers = {
+            "Release": version.tag,
+            "Release-Tag": version.source,
+            "Promoted-From": source.name,
+            "Source-Commit": ws.source_commit,
+        }
+        written = write_entries(
+            ws, target, tree, remote, entries,
+            subject=f"release {version.tag}", trailers=trailers,
+        )  # fmt: skip
+    return ReleaseResult(
+        source.name, target.name, version, previous, released, written.edit, written.published
+    )
 
 
 def release_target(cfg: ReleaseConfig, name: str | None) -> tuple[Environment, VersionPolicy]:
@@ -160,17 +154,9 @@ def release_target(cfg: ReleaseConfig, name: str | None) -> tuple[Environment, V
     raise ConfigError(
         "several environments take releases ("
         + ", ".join(e.name for e in versioned)
-        + "): pass --to ENV"
+        + "): pass to=ENV",
+        parameter="to",
     )
-
-
-def _source(cfg: ReleaseConfig, target: Environment) -> Environment:
-    if target.promote_from is None:
-        raise ConfigError(
-            f"environment {target.name!r} has no promote_from: a release needs the environment "
-            f"whose images it tags; set environments.{target.name}.promote_from"
-        )
-    return cfg.environment(target.promote_from)
 
 
 def _entries(tree: Path, environment: Environment) -> tuple[ImageEntry, ...]:
@@ -181,7 +167,7 @@ def _entries(tree: Path, environment: Environment) -> tuple[ImageEntry, ...]:
 
 
 def _source_entries(tree: Path, source: Environment) -> tuple[ImageEntry, ...]:
-    entries = tuple(first_by_name(_entries(tree, source)).values())
+    entries = first_entries(_entries(tree, source), source.overlay)
     if not entries:
         raise PromotionError(
             f"the {source.name} overlay ({source.overlay}) names no images, so there is nothing "
@@ -190,44 +176,29 @@ def _source_entries(tree: Path, source: Environment) -> tuple[ImageEntry, ...]:
     return entries
 
 
-def source_reference(entry: ImageEntry) -> ImageRef:
-    """The image an entry makes kustomize render (its digest when it has one, else its tag)."""
-    if not (entry.digest or entry.new_tag):
-        raise PromotionError(
-            f"image entry {entry.name!r} names neither newTag nor digest: it keeps the base's tag, "
-            "which the overlay does not say, so there is no image to release; set newTag or digest"
-        )
-    repository = ImageRef.parse(entry.new_name or entry.name)
-    if entry.digest:
-        return repository.with_digest(entry.digest)
-    return repository.with_tag(entry.new_tag)
-
-
 def _plan(
     ws: Workspace, sources: Sequence[ImageEntry], version: ReleaseVersion
 ) -> tuple[ReleasedImage, ...]:
     """Ask the registry about every source image and its version tag; one error lists all
     the images that are missing and all whose version tag names another image."""
     credentials, insecure = ws.context.registry_credentials, ws.config.insecure_registries
-    planned, missing, taken = [], [], []
+    doing = f"releasing {version.tag}"
+    check = check_entries(
+        sources, registry_lookup(credentials, insecure), doing=doing, error=PromotionError
+    )
+    if check.problem:
+        raise PromotionError(
+            f"not releasing {version.tag}: {check.problem}; rebuild and promote them first"
+        )
+    planned, taken = [], []
     for entry in sources:
-        reference = source_reference(entry)
-        digest = manifest_digest(reference, credentials, insecure=insecure)
-        if digest is None:
-            missing.append(str(reference))
-            continue
-        versioned = reference.with_digest(None).with_tag(version.tag)
+        digest = check.digests[entry.name]
+        versioned = entry.repository.with_tag(version.tag)
         existing = manifest_digest(versioned, credentials, insecure=insecure)
         if existing is not None and existing != digest:
             taken.append(f"{versioned} is {existing}, not {digest}")
         target = ImageEntry(entry.name, entry.new_name, version.tag, digest)
         planned.append(ReleasedImage(entry.name, entry, target, tagged=existing is None))
-    if missing:
-        raise PromotionError(
-            f"not releasing {version.tag}: these images are not in the registry: "
-            + ", ".join(missing)
-            + "; rebuild and promote them first"
-        )
     if taken:
         raise PromotionError(
             f"not releasing {version.tag}: the version tag already names other images ("
@@ -247,7 +218,7 @@ def _tag_all(
     for image in planned:
         if not image.tagged:
             continue
-        reference = source_reference(image.entry).with_tag(None)
+        reference = image.entry.repository.with_digest(image.entry.digest)
         try:
             retag(reference, version.tag, credentials, insecure=insecure)
         except ReleaseError as err:

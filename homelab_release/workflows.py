@@ -13,7 +13,6 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from homelab_release import git
 from homelab_release.changes import ChangeSet
 from homelab_release.config import Environment, ReleaseConfig
 from homelab_release.context import CiContext
@@ -24,10 +23,19 @@ from homelab_release.develop import (
     develop_entries,
     plan_develop,
 )
+from homelab_release.entries import ImageEntry
+from homelab_release.environments import source_of, write_entries
 from homelab_release.errors import ConfigError, PromotionError, ReleaseError
-from homelab_release.gitops import Published, checkout, commit_message, publish
+from homelab_release.gitops import Published, checkout
 from homelab_release.overlay import OverlayEdit, apply_overlay_entries, read_overlay_images
-from homelab_release.promotion import Promotion, promote_overlay
+from homelab_release.promotion import (
+    Promotion,
+    promote_overlay,
+    promoted_entries,
+    promotion_of,
+    verify_promoted,
+)
+from homelab_release.registrycheck import registry_lookup
 from homelab_release.workspace import Workspace
 
 __all__ = [
@@ -74,41 +82,39 @@ def promote(
 ) -> PromoteResult:
     """Copy the image entries of the target's ``promote_from`` overlay into the target overlay.
 
-    Every promoted image must be in the registry first (``verify``, default ``not dry_run``);
+    Every promoted image must be in the registry first (``verify``, default ``not dry_run``),
+    asked with the registry credentials of ``env`` (None: the process environment) or none;
     ``dry_run`` shows the diff and writes nothing.
     """
     ws = Workspace.open(repo, config, env)
     target = _target_environment(ws.config, to, ws.context)
-    source = _source_environment(ws.config, target)
+    source = _promotion_source(ws.config, target)
+    lookup = registry_lookup(ws.context.registry_credentials, ws.config.insecure_registries)
     remote = ws.remote()
-
-    def apply(tree: Path) -> Promotion:
-        return promote_overlay(
-            tree / source.overlay,
-            tree / target.overlay,
-            images=images,
-            dry_run=dry_run,
-            verify=verify,
-            credentials=ws.context.registry_credentials,
-            insecure_registries=ws.config.insecure_registries,
-        )
-
-    def message(promotion: Promotion) -> str:
-        names = ", ".join(change.name.rsplit("/", 1)[-1] for change in promotion.changes)
-        body = "\n".join(f"{c.name}: {c.after.reference}" for c in promotion.changes)
-        trailers = {
-            "Promoted-From": source.name,
-            "Source-Commit": ws.context.commit_sha or git.head_commit(ws.root),
-            "Pipeline": ws.context.pipeline_url,
-        }
-        return commit_message(f"{target.name}: promote {names} from {source.name}", body, trailers)
-
     with checkout(remote) as tree:
         if dry_run:
-            return PromoteResult(source.name, target.name, apply(tree))
-        with ws.writer(target.name) as writer:
-            promotion, published = publish(tree, remote, apply, message, writer=writer)
-    return PromoteResult(source.name, target.name, promotion, published)
+            promotion = promote_overlay(
+                tree / source.overlay, tree / target.overlay,
+                images=images, dry_run=True, verify=verify, lookup=lookup,
+            )  # fmt: skip
+            return PromoteResult(source.name, target.name, promotion)
+
+        def entries(root: Path) -> tuple[ImageEntry, ...]:
+            chosen = promoted_entries(root / source.overlay, images)
+            if verify is not False:
+                verify_promoted(chosen, lookup)
+            return chosen
+
+        def subject(edit: OverlayEdit) -> str:
+            names = ", ".join(name.rsplit("/", 1)[-1] for name in edit.edited)
+            return f"promote {names} from {source.name}"
+
+        trailers = {"Promoted-From": source.name, "Source-Commit": ws.source_commit}
+        written = write_entries(
+            ws, target, tree, remote, entries, subject=subject, trailers=trailers
+        )
+        promotion = promotion_of(tree / source.overlay, written.edit, written.entries)
+    return PromoteResult(source.name, target.name, promotion, written.published)
 
 
 def _target_environment(cfg: ReleaseConfig, name: str | None, context: CiContext) -> Environment:
@@ -118,26 +124,22 @@ def _target_environment(cfg: ReleaseConfig, name: str | None, context: CiContext
         try:
             return cfg.environment(context.commit_branch)
         except ConfigError as err:
-            raise ConfigError(f"{err}; or pass --to ENV") from None
+            raise ConfigError(f"{err}; or pass to=ENV", parameter="to") from None
     raise ConfigError(
-        "no target environment: pass --to ENV, or run on a branch named like an environment "
-        f"({', '.join(e.name for e in cfg.environments if e.promote_from)})"
+        "no target environment: pass to=ENV, or run on a branch named like an environment "
+        f"({', '.join(e.name for e in cfg.environments if e.promote_from)})",
+        parameter="to",
     )
 
 
-def _source_environment(cfg: ReleaseConfig, target: Environment) -> Environment:
+def _promotion_source(cfg: ReleaseConfig, target: Environment) -> Environment:
     if target.versions is not None:
         raise PromotionError(
             f"environment {target.name!r} takes versioned releases (versions = "
             f"{str(target.versions)!r}), not promotions: push a tag like v1.4.0 (the release job "
             "runs homelab-release release), or remove its versions policy"
         )
-    if target.promote_from is None:
-        raise PromotionError(
-            f"environment {target.name!r} has no promote_from; set "
-            f"environments.{target.name}.promote_from in homelab-release.toml"
-        )
-    return cfg.environment(target.promote_from)
+    return source_of(cfg, target)
 
 
 # -- plan ------------------------------------------------------------------------------------
@@ -202,7 +204,7 @@ def plan(
 
 
 def _plan_promotion(tree: Path, cfg: ReleaseConfig, target: Environment) -> PlannedPromotion:
-    source = cfg.environment(target.promote_from or "")
+    source = source_of(cfg, target)
     try:
         promotion = promote_overlay(
             tree / source.overlay, tree / target.overlay, dry_run=True, verify=False

@@ -45,6 +45,12 @@ class Workspace:
         context = CiContext.from_env(env)
         return cls(root, config or load_config(root, context.variables), context, env)
 
+    @property
+    def source_commit(self) -> str:
+        """The monorepo commit a workflow runs for (a commit's ``Source-Commit`` trailer):
+        ``CI_COMMIT_SHA``, else the checked-out commit."""
+        return self.context.commit_sha or git.head_commit(self.root)
+
     def remote(self) -> ManifestsRemote:
         """The manifests repository: ``manifests.url``, else ``CI_REPOSITORY_URL``, else the
         monorepo's own remote."""

@@ -119,18 +119,32 @@ def test_choose_state(to: str | None, steps: int | None, chosen: str) -> None:
 @pytest.mark.parametrize(
     ("to", "steps", "message"),
     [
-        (None, None, "--to COMMIT or --steps N"),
-        ("a" * 40, 1, "--to COMMIT or --steps N"),
-        (None, 4, r"--steps 4: the stage overlay has 3 earlier state\(s\)"),
-        (None, 0, "--steps 0"),
+        (None, None, "to=COMMIT or steps=N"),
+        ("a" * 40, 1, "to=COMMIT or steps=N"),
+        (None, 4, r"steps=4: the stage overlay has 3 earlier state\(s\).*from 1 to 3"),
+        (None, 0, "steps=0"),
         ("e" * 40, None, "is not a state of the stage overlay"),
-        ("ccc", None, "is not a state of"),  # too short to name one
+        ("ccc", None, "too short to name a state of .*at least 7 hex digits"),
+        ("aaaaaa", None, "too short to name a state of .*at least 7 hex digits"),  # state a
         ("main", None, "is not a state of"),
     ],
 )
 def test_choose_state_refuses(to: str | None, steps: int | None, message: str) -> None:
     with pytest.raises(RollbackError, match=message):
         choose_state(STATES, environment="stage", to=to, steps=steps)
+
+
+def test_one_state_has_no_earlier_one() -> None:
+    with pytest.raises(RollbackError, match="no earlier state to roll back to") as refused:
+        choose_state(STATES[:1], environment="stage", steps=1)
+    assert "give 1 to 1" not in str(refused.value)
+    assert "a" * 12 in str(refused.value)
+
+
+def test_the_command_line_names_its_flags() -> None:
+    with pytest.raises(RollbackError) as refused:
+        choose_state(STATES, environment="stage", steps=9)
+    assert refused.value.for_command_line().startswith("--steps 9: the stage overlay")
 
 
 def test_a_refusal_lists_the_states() -> None:

@@ -50,7 +50,7 @@ def test_duplicate_source_entries_promote_the_first(
         ("result", "r1", "added"),
     ]
     assert "# the web front end" in (target / "kustomization.yaml").read_text()
-    assert "several entries named vote; promoting the first, vote:v1" in caplog.text
+    assert "several entries named vote; using the first, vote:v1" in caplog.text
 
 
 def test_duplicate_source_entries_with_a_selection(tmp_path: Path) -> None:
@@ -124,15 +124,18 @@ def test_tag_suffix_is_promoted(tmp_path: Path) -> None:
 
 def test_tag_suffix_without_tag_cannot_be_verified(tmp_path: Path) -> None:
     source, target = overlays(tmp_path, "- name: vote\n  tagSuffix: -debug\n", "")
-    with pytest.raises(PromotionError, match=r"entry 'vote'.*tagSuffix '-debug'.*--no-verify"):
+    with pytest.raises(
+        PromotionError, match=r"entry 'vote'.*tagSuffix '-debug'.*verify=False"
+    ) as refused:
         promote_overlay(source, target)
+    assert refused.value.for_command_line().endswith("--no-verify")
     assert (target / "kustomization.yaml").read_text() == HEAD
 
 
 def test_rename_without_tag_cannot_be_verified(tmp_path: Path) -> None:
     source, target = overlays(tmp_path, "- name: vote\n  newName: reg/vote\n", "")
     with pytest.raises(PromotionError, match=r"entry 'vote'.*it keeps the tag of the base's image"):
-        promote_overlay(source, target, exists=lambda reference: True)
+        promote_overlay(source, target, lookup=lambda reference: SHA_A)
     assert (target / "kustomization.yaml").read_text() == HEAD
 
 

@@ -277,10 +277,11 @@ def test_promote_from_an_empty_overlay_is_an_error(box: Sandbox) -> None:
 
 
 def test_promote_to_an_environment_without_source_names_it(box: Sandbox) -> None:
-    with pytest.raises(PromotionError, match=r"'develop' has no promote_from"):
+    with pytest.raises(ConfigError, match=r"'develop' has no promote_from"):
         promote(box.repos.work, to="develop", env=push_env(box, ZERO_SHA))
-    with pytest.raises(ConfigError, match="pass --to ENV"):
+    with pytest.raises(ConfigError, match="pass to=ENV") as refused:
         promote(box.repos.work, env={})
+    assert "pass --to ENV" in refused.value.for_command_line()
 
 
 def test_plan_changes_nothing(box: Sandbox) -> None:
