@@ -128,6 +128,8 @@ class ReleaseConfig:
             if env.name == name:
                 return env
         known = ", ".join(e.name for e in self.environments) or "none"
+        if not name.strip():
+            raise ConfigError(f"{self.where}: the environment name is empty; give one of {known}")
         raise ConfigError(
             f"{self.where}: no environment {name!r} (environments: {known}); "
             f"add [environments.{name}] to {CONFIG_NAME}"

@@ -65,7 +65,8 @@ def parse_release_tag(tag: str) -> ReleaseVersion:
     text = tag.strip()
     if not text:
         raise VersionError(
-            "no release tag: run on a tag pipeline (CI_COMMIT_TAG) or pass --tag v1.4.0"
+            "no release tag: run on a tag pipeline (CI_COMMIT_TAG) or pass tag=v1.4.0",
+            parameter="tag",
         )
     try:
         version = Version(text)
@@ -129,7 +130,8 @@ def check_release(
     if version.is_prerelease and not (policy.prereleases or allow_prerelease):
         raise VersionError(
             f"{release.source} is a pre-release ({version}) and {environment} takes none; set "
-            f"{key}.prereleases = true or pass --allow-prerelease"
+            f"{key}.prereleases = true or pass allow_prerelease=True",
+            parameter="allow_prerelease",
         )
     if not policy.specifier.contains(version, prereleases=True):
         raise VersionError(
@@ -140,6 +142,7 @@ def check_release(
     if current is not None and version < current and not allow_downgrade:
         raise VersionError(
             f"version {version} is lower than {current}, which {environment} runs now; release "
-            f"a higher version, or pass --allow-downgrade to go back on purpose (or use "
-            "homelab-release rollback)"
+            f"a higher version, or pass allow_downgrade=True to go back on purpose (or use "
+            "homelab-release rollback)",
+            parameter="allow_downgrade",
         )

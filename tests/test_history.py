@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from homelab_release.config import Environment
-from homelab_release.errors import RollbackError
+from homelab_release.cli import main
+from homelab_release.config import Environment, load_config
+from homelab_release.errors import ConfigError, RollbackError
 from homelab_release.git import file_history
 from homelab_release.gitops import commit_message
-from homelab_release.history import OverlayState, choose_state, read_states
+from homelab_release.history import OverlayState, choose_state, history, read_states
 from tests.gitrepo import GitRepo
 
 STAGE = Environment("stage", "k8s/overlays/stage", "develop")
@@ -152,3 +153,23 @@ def test_a_refusal_lists_the_states() -> None:
         choose_state(STATES, environment="stage", to="f" * 40)
     assert "bbbbbbbbbbbb (state b)" in str(refused.value)
     assert "homelab-release history --env stage" in str(refused.value)
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_history_needs_a_limit_of_one_or_more(tmp_path: Path, limit: int) -> None:
+    with pytest.raises(ConfigError, match=rf"limit={limit}: .*1 or more") as refused:
+        history(tmp_path, environment="stage", limit=limit)
+    assert refused.value.for_command_line().startswith(f"--limit {limit}: ")
+
+
+def test_an_empty_rollback_environment_names_the_template_variable(
+    repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The template's rollback job run without ROLLBACK_ENV passes --env ''."""
+    repo.commit("init")
+    assert main(["rollback", "--env", "", "--steps", "1", "--repo", str(repo.path)]) == 1
+    error = capsys.readouterr().err
+    assert "--env is empty" in error
+    assert "ROLLBACK_ENV" in error
+    with pytest.raises(ConfigError, match="the name is empty; give one of develop, stage"):
+        load_config(repo.path, env={}).environment("")

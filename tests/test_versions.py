@@ -98,10 +98,17 @@ def test_refusals_say_how_to_fix() -> None:
     with pytest.raises(VersionError) as refused:
         check_release(parse_release_tag("v3.0"), policy(">=1.0,<2"), environment="prod")
     assert "environments.prod.versions = '<2,>=1.0'" in str(refused.value)
-    with pytest.raises(VersionError, match="--allow-downgrade"):
+    with pytest.raises(VersionError, match="allow_downgrade=True") as refused:
         check_release(
             parse_release_tag("v1.0"), policy(""), environment="prod", current=Version("1.1")
         )
+    assert "or pass --allow-downgrade to go back" in refused.value.for_command_line()
+    with pytest.raises(VersionError, match="allow_prerelease=True") as refused:
+        check_release(parse_release_tag("v1.5.0rc1"), policy(""), environment="prod")
+    assert "or pass --allow-prerelease" in refused.value.for_command_line()
+    with pytest.raises(VersionError, match="tag=v1.4.0") as refused:
+        parse_release_tag("")
+    assert refused.value.for_command_line().endswith("pass --tag v1.4.0")
 
 
 @pytest.mark.parametrize("text", [">=1.0,<<2", "1.0", ">=1.0;<2", "latest"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from homelab_release.commands._common import add_repo_option, section, short
+from homelab_release.errors import ConfigError
 from homelab_release.history import RollbackResult, rollback
 
 __all__ = ["register", "run", "summary"]
@@ -32,6 +33,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.environment.strip():
+        raise ConfigError(
+            "--env is empty: name the environment to roll back, e.g. --env stage (the "
+            "template's rollback job reads it from the ROLLBACK_ENV variable: set it when you "
+            "run the job)"
+        )
     with section("rollback"):
         result = rollback(
             args.repo,
