@@ -171,5 +171,5 @@ def test_an_empty_rollback_environment_names_the_template_variable(
     error = capsys.readouterr().err
     assert "--env is empty" in error
     assert "ROLLBACK_ENV" in error
-    with pytest.raises(ConfigError, match="the name is empty; give one of develop, stage"):
+    with pytest.raises(ConfigError, match="environment name is empty; give one of develop, stage"):
         load_config(repo.path, env={}).environment("")

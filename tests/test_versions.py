@@ -106,7 +106,7 @@ def test_refusals_say_how_to_fix() -> None:
     with pytest.raises(VersionError, match="allow_prerelease=True") as refused:
         check_release(parse_release_tag("v1.5.0rc1"), policy(""), environment="prod")
     assert "or pass --allow-prerelease" in refused.value.for_command_line()
-    with pytest.raises(VersionError, match="tag=v1.4.0") as refused:
+    with pytest.raises(VersionError, match=r"tag=v1\.4\.0") as refused:
         parse_release_tag("")
     assert refused.value.for_command_line().endswith("pass --tag v1.4.0")
 
