@@ -29,24 +29,30 @@ _PRIVATE_MARKERS = (b"-----BEGIN OPENSSH PRIVATE KEY-----", b"PRIVATE KEY-----")
 
 
 @contextmanager
-def signing_key(path: str | Path | None, *, setting: str) -> Iterator[Path | None]:
+def signing_key(
+    path: str | Path | None, *, setting: str, checked: bool = False
+) -> Iterator[Path | None]:
     """A checked, private copy of the SSH key at ``path`` (None: no signing, yields None).
 
     ``setting`` names where the path came from in messages (``manifests.signing_key``). Raises
     :class:`ConfigError` when the key is missing, unreadable, not a private key, protected by a
     passphrase, or when git is older than :data:`~homelab_release.git.SSH_SIGNING_GIT`.
+    ``checked``: :func:`check_signing_key` passed for this key already, so git's version and
+    ``ssh-keygen`` are not asked again (the file is still read, and must still be a key).
     """
     if not path:
         yield None
         return
-    require_git(SSH_SIGNING_GIT, "signing manifests commits with an SSH key")
+    if not checked:
+        require_git(SSH_SIGNING_GIT, "signing manifests commits with an SSH key")
     data = _read_key(Path(path), setting)
     with tempfile.TemporaryDirectory(prefix="homelab-release-signing-") as folder:
         copy = Path(folder) / "signing-key"
         descriptor = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with open(descriptor, "wb") as file:  # noqa: PTH123 (an open descriptor)
             file.write(data)
-        _check_usable(copy, Path(path), setting)
+        if not checked:
+            _check_usable(copy, Path(path), setting)
         yield copy
 
 

@@ -32,6 +32,9 @@ class Workspace:
     config: ReleaseConfig
     context: CiContext
     env: Mapping[str, str] | None = field(default=None, repr=False)  # holds secrets
+    #: The signing keys :meth:`check_writer` checked: :meth:`writer` does not ask git's
+    #: version and ssh-keygen about them again (a cache, not part of the value).
+    _checked_keys: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     @classmethod
     def open(
@@ -106,6 +109,8 @@ class Workspace:
         self.merge_request(environment)
         path, setting = self._signing
         check_signing_key(path, setting=setting)
+        if path:
+            self._checked_keys.add(path)
 
     @contextmanager
     def writer(self, environment: str) -> Iterator[Writer]:
@@ -113,7 +118,7 @@ class Workspace:
         private copy, removed on exit) and the merge request of ``merge-request`` mode."""
         request = self.merge_request(environment)
         path, setting = self._signing
-        with signing_key(path, setting=setting) as key:
+        with signing_key(path, setting=setting, checked=path in self._checked_keys) as key:
             yield Writer(self.config.author, key, request)
 
     def report_folder(self, given: Path | str | None = None) -> Path:

@@ -8,12 +8,14 @@ import logging
 import os
 import stat
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.version import Version
 
+from homelab_release import proc
 from homelab_release.errors import ConfigError, GitError
 from homelab_release.git import parse_git_version, require_git
 from homelab_release.gitops import (
@@ -322,6 +324,29 @@ def test_a_signing_key_from_an_unset_variable_is_an_error(
     repo.write("homelab-release.toml", "[manifests]\nsigning_key = '${KEY_FILE:-}'\n")
     with Workspace.open(repo.path, env={}).writer("develop") as unsigned:
         assert unsigned.signing_key is None, "an empty default says: unsigned on purpose"
+
+
+def test_a_checked_writer_asks_git_and_ssh_keygen_once(
+    repo: GitRepo, keypair: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A workflow checks the writer before it builds, then writes: one check, not two."""
+    ran: list[tuple[str, ...]] = []
+    real = proc.run
+
+    def counting(argv: Sequence[str], **options: Any) -> str:
+        ran.append(tuple(argv))
+        return real(argv, **options)
+
+    monkeypatch.setattr(proc, "run", counting)
+    ws = Workspace.open(repo.path, env={"HOMELAB_RELEASE_SIGNING_KEY": str(keypair[0])})
+    ws.check_writer("develop")
+    with ws.writer("develop") as writer:
+        assert writer.signing_key is not None
+    assert [argv[0] for argv in ran].count("ssh-keygen") == 1
+    assert ran.count(("git", "--version")) == 1
+    keypair[0].write_text("not a key any more\n")
+    with pytest.raises(ConfigError, match="not an SSH private key"), ws.writer("develop"):
+        pass  # the file is read again when writing
 
 
 def test_the_key_never_reaches_a_log(
