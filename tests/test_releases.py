@@ -1,7 +1,10 @@
 """release, history and rollback end to end: the example, real remotes, Docker Engine and registry.
 
-One module-scoped pipeline history is shared by the read-only checks: develop is built twice
-(vote changes in the second), stage is promoted, and v1.0.0 is released to prod.
+Two module-scoped pipeline histories are shared, each test starting from it again (the manifests
+branch reset, no merge-request branch): ``released`` (develop built twice, vote changing in the
+second, stage promoted, v1.0.0 released to prod) and ``built_three_times`` (develop only). Every
+test that releases uses a version of its own, since registry tags stay; a test that deletes an
+image builds its own.
 """
 
 from __future__ import annotations
@@ -10,12 +13,15 @@ import hashlib
 import json
 import shutil
 import subprocess
+import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from homelab_release import git as git_module
 from homelab_release.cli import main
 from homelab_release.demo import Sandbox
 from homelab_release.demo.example import BUILDAH_ONLY, create_example_repos
@@ -113,7 +119,25 @@ def released(
     return Released(box, (first, second), result.commit)
 
 
-def test_release_tags_stage_images_by_digest_and_writes_prod_once(released: Released) -> None:
+def reset_manifests(box: Sandbox, commit: str) -> None:
+    """The manifests branch back at ``commit``, and no merge request branch."""
+    git(box.repos.remote, "update-ref", f"refs/heads/{BRANCH}", commit)
+    branches = git(
+        box.repos.remote, "for-each-ref", "--format=%(refname)", "refs/heads/homelab-release/"
+    )
+    for ref in branches.split():
+        git(box.repos.remote, "update-ref", "-d", ref)
+
+
+@pytest.fixture
+def release_box(released: Released) -> Released:
+    """:func:`released`, its manifests branch back at the v1.0.0 release."""
+    reset_manifests(released.box, released.released)
+    return released
+
+
+def test_release_tags_stage_images_by_digest_and_writes_prod_once(release_box: Released) -> None:
+    released = release_box
     box = released.box
     stage = overlay(box, "stage", released.released)
     prod = overlay(box, "prod", released.released)
@@ -132,7 +156,8 @@ def test_release_tags_stage_images_by_digest_and_writes_prod_once(released: Rele
     assert "Release: 1.0.0\nRelease-Tag: v1.0.0\nPromoted-From: stage" in message
 
 
-def test_prod_file_keeps_its_comments(released: Released) -> None:
+def test_prod_file_keeps_its_comments(release_box: Released) -> None:
+    released = release_box
     text = git(
         released.box.repos.remote,
         "show",
@@ -142,7 +167,8 @@ def test_prod_file_keeps_its_comments(released: Released) -> None:
     assert 'newTag: "1.0.0"' in text or "newTag: 1.0.0" in text
 
 
-def test_status_shows_the_version(released: Released) -> None:
+def test_status_shows_the_version(release_box: Released) -> None:
+    released = release_box
     status = environment_status(released.box.repos.work, env=env_of(released.box))
     versions = {e.name: e.version for e in status.environments}
     assert versions == {"develop": None, "stage": None, "prod": "1.0.0"}
@@ -162,23 +188,24 @@ def test_status_shows_the_version(released: Released) -> None:
     ],
 )
 def test_refused_releases_write_and_tag_nothing(
-    released: Released,
+    release_box: Released,
     tag: str,
     options: dict[str, object],
     error: type[ReleaseError],
     message: str,
 ) -> None:
-    box = released.box
+    box = release_box.box
     before = tip(box)
     with pytest.raises(error, match=message):
         release(box.repos.work, tag=tag, env=env_of(box), **options)  # type: ignore[arg-type]
     assert tip(box) == before
     vote = overlay(box, "stage")["vote"]
-    for version in ("2.0.0", "1.1.0rc1", "0.9.0", "1.1.0"):
+    for version in ("2.0.0", "1.1.0rc1", "0.9.0", "1.1.0"):  # no other test uses these
         assert tag_digest(box, vote, version) is None
 
 
-def test_a_release_tag_never_moves(released: Released) -> None:
+def test_a_release_tag_never_moves(release_box: Released) -> None:
+    released = release_box
     box = released.box
     older = overlay(box, "develop", released.states[0])["vote"]  # not the image stage runs
     assert older.new_name
@@ -212,9 +239,9 @@ class ReadOnlyRegistry(LocalRegistry):
 
 
 def test_a_refused_retag_stops_before_the_commit_and_names_the_tags_made(
-    released: Released, tmp_path: Path
+    release_box: Released, tmp_path: Path
 ) -> None:
-    box = released.box
+    box = release_box.box
     stage = overlay(box, "stage")
     with ReadOnlyRegistry(tmp_path / "ro", box.registry) as readonly:
         # stage runs worker from a mirror that refuses writes; vote and result come first
@@ -231,21 +258,15 @@ def test_a_refused_retag_stops_before_the_commit_and_names_the_tags_made(
         order = [e.name for e in read_overlay_images(tree / "k8s/overlays/stage")]
         assert order.index("worker") == 2
         with pytest.raises(PromotionError) as refused:
-            release(
-                box.repos.work,
-                tag="v1.1.0",
-                env=env_of(box),
-            )
+            release(box.repos.work, tag="v1.4.0", env=env_of(box))
     message = str(refused.value)
-    assert "release 1.1.0 stopped, nothing was committed" in message
+    assert "release 1.4.0 stopped, nothing was committed" in message
     assert f"{readonly.address}" in message
-    assert f"{stage['vote'].new_name}:1.1.0" in message
-    assert f"{stage['result'].new_name}:1.1.0" in message
+    assert f"{stage['vote'].new_name}:1.4.0" in message
+    assert f"{stage['result'].new_name}:1.4.0" in message
     assert "cannot be taken back" in message
     assert tip(box) == before
-    assert tag_digest(box, stage["vote"], "1.1.0") == stage["vote"].digest  # made before the stop
-    git(tree, "revert", "--no-edit", "HEAD")
-    git(tree, "push", "-q", "origin", f"HEAD:{BRANCH}")
+    assert tag_digest(box, stage["vote"], "1.4.0") == stage["vote"].digest  # made before the stop
 
 
 @pytest.fixture(scope="module")
@@ -273,12 +294,7 @@ def rollback_box(built_three_times: tuple[Sandbox, list[str]]) -> tuple[Sandbox,
     """:func:`built_three_times` with the manifests branch back at the third build and no merge
     request branch (the builds are shared; what a rollback test writes is undone)."""
     box, commits = built_three_times
-    git(box.repos.remote, "update-ref", f"refs/heads/{BRANCH}", commits[2])
-    branches = git(
-        box.repos.remote, "for-each-ref", "--format=%(refname)", "refs/heads/homelab-release/"
-    )
-    for ref in branches.split():
-        git(box.repos.remote, "update-ref", "-d", ref)
+    reset_manifests(box, commits[2])
     return box, commits
 
 
@@ -332,19 +348,41 @@ def test_rollback_writes_the_old_state_as_a_new_commit(
     assert again.commit is None, "already there: nothing to commit"
 
 
-def test_promote_refuses_an_environment_that_takes_releases(released: Released) -> None:
-    box = released.box
+def test_promote_refuses_an_environment_that_takes_releases(release_box: Released) -> None:
+    box = release_box.box
     with pytest.raises(PromotionError, match="takes versioned releases"):
         promote(box.repos.work, to="prod", env=env_of(box))
 
 
-def test_a_signed_release_verifies(released: Released, tmp_path: Path) -> None:
-    box = released.box
-    key = tmp_path / "signing"
+def test_a_signed_release_verifies(
+    release_box: Released, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    box = release_box.box
+    key = tmp_path / "keys" / "signing"
+    key.parent.mkdir()
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))  # (read once: TMPDIR is too late)
+    copies: list[Path] = []
+    commit = git_module.commit
+
+    def commit_noting_the_key(*args: Any, **options: Any) -> str:
+        copy = options.get("signing_key")
+        if copy is not None:
+            copies.append(copy)
+            assert copy.is_file(), "the private copy exists while git signs"
+        return commit(*args, **options)
+
+    monkeypatch.setattr(git_module, "commit", commit_noting_the_key)
     env = env_of(box, CI_COMMIT_TAG="v1.0.1", HOMELAB_RELEASE_SIGNING_KEY=str(key))
     result = release(box.repos.work, env=env)
     assert result.commit is not None
+    assert len(copies) == 1
+    assert copies[0].parent.parent == temporary
+    assert copies[0].parent.name.startswith("homelab-release-signing-")
+    assert not copies[0].parent.exists(), "the private copy's folder is removed"
+    assert list(temporary.iterdir()) == [], "no temporary folder is left behind"
     signers = tmp_path / "allowed_signers"
     public = key.with_suffix(".pub").read_text().strip()
     signers.write_text(f'homelab-release@localhost namespaces="git" {public}\n')
@@ -354,11 +392,10 @@ def test_a_signed_release_verifies(released: Released, tmp_path: Path) -> None:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert list(tmp_path.glob("homelab-release-signing-*")) == []
 
 
-def test_a_missing_signing_key_stops_everything_first(released: Released) -> None:
-    box = released.box
+def test_a_missing_signing_key_stops_everything_first(release_box: Released) -> None:
+    box = release_box.box
     before = tip(box)
     env = env_of(box, CI_COMMIT_TAG="v1.0.2", HOMELAB_RELEASE_SIGNING_KEY="/nonexistent/key")
     with pytest.raises(
@@ -404,13 +441,28 @@ def test_rollback_in_merge_request_mode_pushes_a_branch(
     assert tag_digest(box, overlay(box, "develop")["vote"], "latest") == latest, "not merged yet"
 
 
-# last: it deletes an image of the first state, which the tests above restore
-def test_rollback_refuses_when_an_image_is_gone(rollback_box: tuple[Sandbox, list[str]]) -> None:
-    box, commits = rollback_box
-    old = overlay(box, "develop", commits[0])["vote"]
+def test_rollback_refuses_when_an_image_is_gone(
+    tmp_path: Path, docker_engine: DockerEngine, registry: LocalRegistry
+) -> None:
+    """Builds of its own (images under a prefix of its own): it deletes an image."""
+    box = Sandbox(
+        tmp_path,
+        docker_engine.host,
+        registry,
+        create_example_repos(tmp_path / "repos", without=BUILDAH_ONLY),
+    )
+    build(box, ZERO_SHA)
+    first = tip(box)
+    before = box.repos.head()
+    script = box.repos.work / "vote" / "app.sh"
+    script.write_text(script.read_text() + "# v2\n")
+    box.repos.commit("vote: v2", "vote/app.sh")
+    build(box, before)
+    old = overlay(box, "develop", first)["vote"]
     assert old.new_name
     assert old.digest
     path = ImageRef.parse(old.new_name).path
+    assert path.startswith(images_of(box).split("/", 1)[1]), "an image of this test's own"
     request = urllib.request.Request(
         f"http://{box.registry.address}/v2/{path}/manifests/{old.digest}", method="DELETE"
     )
@@ -419,6 +471,71 @@ def test_rollback_refuses_when_an_image_is_gone(rollback_box: tuple[Sandbox, lis
         assert answer.status == 202
     before = tip(box)
     with pytest.raises(RollbackError, match="not in the registry") as refused:
-        rollback(box.repos.work, environment="develop", to=commits[0], env=env_of(box))
+        rollback(box.repos.work, environment="develop", to=first, env=env_of(box))
     assert old.digest in str(refused.value)
     assert tip(box) == before
+
+
+def test_a_release_in_merge_request_mode_pushes_a_branch_and_says_so(
+    release_box: Released, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    box = release_box.box
+    git(box.repos.remote, "config", "receive.advertisePushOptions", "true")
+    before = tip(box)
+    env = env_of(box, CI_COMMIT_TAG="v1.0.3", HOMELAB_RELEASE_WRITE="merge-request")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["release", "--repo", str(box.repos.work)]) == 0
+    out = capsys.readouterr().out
+    proposed = git(box.repos.remote, "rev-parse", "homelab-release/prod").strip()
+    assert f"prod overlay: pushed {proposed[:12]} to homelab-release/prod (merge request)" in out
+    assert "committed" not in out
+    assert tip(box) == before, "the manifests branch waits for the merge request"
+    assert {e.new_tag for e in overlay(box, "prod", proposed).values()} == {"1.0.3"}
+    assert {e.new_tag for e in overlay(box, "prod").values()} == {"1.0.0"}
+
+
+# A pipeline that lands right after the rollback's push: the remote's post-receive hook commits
+# the newest vote digest again on top of the rollback (once), as a develop pipeline of a later
+# commit would.
+LATER_PIPELINE = """#!/bin/sh
+unset GIT_DIR GIT_QUARANTINE_PATH GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES
+read old new ref
+[ "$ref" = "refs/heads/{branch}" ] && [ ! -e "{mark}" ] || exit 0
+touch "{mark}"
+file=k8s/overlays/develop/kustomization.yaml
+export GIT_INDEX_FILE="{mark}.index" GIT_AUTHOR_NAME=ci GIT_AUTHOR_EMAIL=ci@localhost
+export GIT_COMMITTER_NAME=ci GIT_COMMITTER_EMAIL=ci@localhost
+blob=$(git show "$new:$file" | sed "s/{old}/{new}/" | git hash-object -w --stdin)
+git read-tree "$new"
+git update-index --cacheinfo "100644,$blob,$file"
+commit=$(git commit-tree "$(git write-tree)" -p "$new" -m "develop: update vote")
+git update-ref "$ref" "$commit" "$new"
+"""
+
+
+def test_rollback_moves_latest_to_what_the_tip_names_after_a_later_pipeline(
+    rollback_box: tuple[Sandbox, list[str]], tmp_path: Path
+) -> None:
+    box, commits = rollback_box
+    newest = overlay(box, "develop", commits[2])["vote"]
+    restored = overlay(box, "develop", commits[1])["vote"]
+    assert newest.digest
+    assert restored.digest
+    assert newest.digest != restored.digest
+    hook = box.repos.remote / "hooks" / "post-receive"
+    script = LATER_PIPELINE.format(
+        branch=BRANCH, mark=tmp_path / "landed", old=restored.digest, new=newest.digest
+    )
+    hook.write_text(script)
+    hook.chmod(0o755)
+    try:
+        result = rollback(box.repos.work, environment="develop", steps=1, env=env_of(box))
+    finally:
+        hook.unlink()
+    assert result.commit is not None
+    assert git(box.repos.remote, "rev-parse", f"{BRANCH}^").strip() == result.commit
+    assert overlay(box, "develop")["vote"].digest == newest.digest, "the later pipeline landed"
+    assert tag_digest(box, newest, "latest") == newest.digest, "latest serves the tip's image"
+    (vote,) = [move for move in result.latest if move.repository == newest.new_name]
+    assert vote.digest == newest.digest

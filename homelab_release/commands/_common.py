@@ -10,8 +10,17 @@ from contextlib import contextmanager
 from typing import TextIO
 
 from homelab_release.context import CiContext
+from homelab_release.gitops import Published
 
-__all__ = ["add_engine_options", "add_repo_option", "section", "short", "table"]
+__all__ = [
+    "add_engine_options",
+    "add_repo_option",
+    "commit_line",
+    "section",
+    "short",
+    "short_digest",
+    "table",
+]
 
 
 def add_repo_option(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +66,19 @@ def short(sha: str | None, length: int = 12) -> str:
 def short_digest(digest: str | None, length: int = 12) -> str:
     """The hex digits of ``sha256:...`` shortened for people ('-' when absent)."""
     return short(digest.split(":")[-1] if digest else None, length)
+
+
+def commit_line(environment: str, published: Published | None, *, unchanged: str) -> str:
+    """The summary's line about the manifests commit: pushed to the merge request's branch (in
+    merge-request mode), committed to the manifests branch, or ``unchanged`` when there is none."""
+    commit = published.commit if published is not None else None
+    if published is None or commit is None:
+        return unchanged
+    if published.merge_request:
+        return (
+            f"{environment} overlay: pushed {short(commit)} to {published.branch} (merge request)"
+        )
+    return f"{environment} overlay: committed {short(commit)}"
 
 
 @contextmanager

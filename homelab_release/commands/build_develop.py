@@ -7,8 +7,8 @@ import argparse
 from homelab_release.commands._common import (
     add_engine_options,
     add_repo_option,
+    commit_line,
     section,
-    short,
     table,
 )
 from homelab_release.develop import DEFAULT_WORKERS
@@ -76,12 +76,12 @@ def summary(result: BuildDevelopResult) -> str:
         for b in result.builds
     ]
     lines.append(table(("SERVICE", "RESULT", "IMAGE", "BUILD", "PUSH"), rows))
-    if result.commit:
-        lines.append(f"{result.environment} overlay: committed {short(result.commit)}")
-    elif result.edit is not None:
-        lines.append(f"{result.environment} overlay: already up to date, nothing committed")
-    else:
-        lines.append(f"{result.environment} overlay: unchanged (no build succeeded)")
+    unchanged = (
+        f"{result.environment} overlay: already up to date, nothing committed"
+        if result.edit is not None
+        else f"{result.environment} overlay: unchanged (no build succeeded)"
+    )
+    lines.append(commit_line(result.environment, result.published, unchanged=unchanged))
     lines.extend(f"latest: {move}" for move in result.latest if not move.moved)
     lines.extend(f"report: {path}" for path in result.reports)
     return "\n".join(lines)

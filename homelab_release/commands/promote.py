@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from homelab_release.commands._common import add_repo_option, section, short
+from homelab_release.commands._common import add_repo_option, commit_line, section
 from homelab_release.workflows import PromoteResult, promote
 
 __all__ = ["register", "run", "summary"]
@@ -57,5 +57,6 @@ def summary(result: PromoteResult, *, dry_run: bool = False) -> str:
     if dry_run:
         lines.append("dry run: nothing written")
     else:
-        lines.append(f"{result.target} overlay: committed {short(result.commit)}")
+        unchanged = f"{result.target} overlay: nothing to commit"
+        lines.append(commit_line(result.target, result.published, unchanged=unchanged))
     return "\n".join(lines)

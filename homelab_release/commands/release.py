@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from homelab_release.commands._common import add_repo_option, section, short
+from homelab_release.commands._common import add_repo_option, commit_line, section
 from homelab_release.releases import ReleaseResult, release
 from homelab_release.versions import PEP440_NOTE
 
@@ -68,13 +68,7 @@ def summary(result: ReleaseResult) -> str:
         lines.append(result.edit.diff.rstrip("\n"))
     if result.dry_run:
         lines.append("dry run: nothing tagged, nothing written")
-    elif result.published is not None and result.published.merge_request:
-        lines.append(
-            f"{result.target} overlay: pushed {short(result.commit)} to "
-            f"{result.published.branch} (merge request)"
-        )
-    elif result.commit:
-        lines.append(f"{result.target} overlay: committed {short(result.commit)}")
     else:
-        lines.append(f"{result.target} already runs {result.version.tag}; nothing to commit")
+        unchanged = f"{result.target} already runs {result.version.tag}; nothing to commit"
+        lines.append(commit_line(result.target, result.published, unchanged=unchanged))
     return "\n".join(lines)

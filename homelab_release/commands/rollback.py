@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from homelab_release.commands._common import add_repo_option, section, short
+from homelab_release.commands._common import add_repo_option, commit_line, section, short
 from homelab_release.errors import ConfigError
 from homelab_release.history import RollbackResult, rollback
 
@@ -62,11 +62,8 @@ def summary(result: RollbackResult) -> str:
         lines.append(result.edit.diff.rstrip("\n"))
     if result.dry_run:
         lines.append("dry run: nothing written")
-    elif result.published is not None and result.published.merge_request:
-        lines.append(f"pushed {short(result.commit)} to {result.published.branch} (merge request)")
-    elif result.commit:
-        lines.append(f"{result.environment} overlay: committed {short(result.commit)}")
     else:
-        lines.append(f"{result.environment} already has those images; nothing to commit")
+        unchanged = f"{result.environment} already has those images; nothing to commit"
+        lines.append(commit_line(result.environment, result.published, unchanged=unchanged))
     lines.extend(f"  {move}" for move in result.latest)
     return "\n".join(lines)
