@@ -17,6 +17,7 @@ from homelab_release.errors import ConfigError, GitError, PromotionError, Releas
 from homelab_release.git import ZERO_SHA, git
 from homelab_release.images import ImageRef
 from homelab_release.overlay import ImageEntry, read_overlay_images
+from homelab_release.promotion import promote_overlay
 from homelab_release.registry import image_exists, manifest_digest
 from homelab_release.releases import release
 from homelab_release.status import environment_status
@@ -269,6 +270,45 @@ def test_promote_refuses_images_missing_from_the_registry(box: Sandbox) -> None:
         promote(box.repos.work, to="stage", env=env)
     assert manifests_commits(box) == commits
     assert overlay(box, "stage") == {}
+
+
+def test_promote_asks_the_registry_with_the_credentials_of_env_only(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """env= without registry credentials and the right ones in the process environment: the
+    check is anonymous (the registry refuses it), it does not borrow the process's."""
+    first_build(box)
+    env = push_env(box, ZERO_SHA, CI_COMMIT_BRANCH="stage")
+    for key in ("CI_REGISTRY_USER", "CI_REGISTRY_PASSWORD"):
+        monkeypatch.setenv(key, env.pop(key))
+    commits = manifests_commits(box)
+    with pytest.raises(PromotionError, match=r"cannot verify .*/homelab/\w+.* refused access"):
+        promote(box.repos.work, env=env)
+    assert manifests_commits(box) == commits
+    tree = box.folder / "manifests"
+    git(box.folder, "clone", "-q", "--branch", BRANCH, str(box.repos.remote), str(tree))
+    overlays = tree / "k8s" / "overlays"
+    with pytest.raises(PromotionError, match="refused access"):
+        promote_overlay(overlays / "develop", overlays / "stage", env={})
+    assert read_overlay_images(overlays / "stage") == ()
+
+
+def test_build_develop_in_merge_request_mode_pushes_a_branch_and_says_so(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_git(box.repos.remote, "config", "receive.advertisePushOptions", "true")
+    before = run_git(box.repos.remote, "rev-parse", BRANCH)
+    for key, value in push_env(box, ZERO_SHA, HOMELAB_RELEASE_WRITE="merge-request").items():
+        monkeypatch.setenv(key, value)
+    assert main(["build-develop", "--repo", str(box.repos.work)]) == 0
+    out = capsys.readouterr().out
+    proposed = run_git(box.repos.remote, "rev-parse", "homelab-release/develop").strip()
+    assert (
+        f"develop overlay: pushed {proposed[:12]} to homelab-release/develop (merge request)" in out
+    )
+    assert "committed" not in out
+    assert run_git(box.repos.remote, "rev-parse", BRANCH) == before, "waits for the merge request"
+    assert set(overlay(box, "develop", "homelab-release/develop")) == {"vote", "result", "worker"}
 
 
 def test_promote_from_an_empty_overlay_is_an_error(box: Sandbox) -> None:
