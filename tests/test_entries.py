@@ -13,6 +13,7 @@ from homelab_release.entries import (
     changed_entries,
     check_entry,
     first_by_name,
+    first_entries,
     plan_entries,
 )
 from homelab_release.errors import OverlayError
@@ -105,6 +106,30 @@ def test_first_by_name_keeps_the_first_of_each_name(
     assert first == expected
     assert list(first) == list(expected)  # in the order the names first appear
     assert first_by_name(iter(entries)) == expected  # any iterable
+
+
+@pytest.mark.parametrize(
+    ("entry", "image"),
+    [
+        (ImageEntry("vote", "reg.example/vote", "v1"), "reg.example/vote:v1"),
+        (ImageEntry("vote", "reg.example/vote", "v1", SHA_A), f"reg.example/vote:v1@{SHA_A}"),
+        (ImageEntry("reg.example/vote", None, None, SHA_A), f"reg.example/vote@{SHA_A}"),
+        (ImageEntry("vote", "reg.example/vote"), None),  # the base's tag: nothing to look up
+        (ImageEntry("vote", None, tag_suffix="-debug"), None),
+    ],
+)
+def test_image_is_what_the_registry_is_asked_for(entry: ImageEntry, image: str | None) -> None:
+    assert (str(entry.image) if entry.image else None) == image
+    assert entry.repository.repository == (entry.new_name or entry.name)
+
+
+def test_first_entries_warns_about_each_later_duplicate(caplog: pytest.LogCaptureFixture) -> None:
+    assert first_entries((A1, B1, A2, tagged("a", "3")), "k8s/overlays/stage") == (A1, B1)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["k8s/overlays/stage: several entries named a; using the first, a:1"] * 2
+    caplog.clear()
+    assert first_entries((A1, B1), "x") == (A1, B1)
+    assert caplog.records == []
 
 
 @pytest.mark.parametrize(

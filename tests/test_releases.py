@@ -36,7 +36,7 @@ from homelab_release.errors import (
 from homelab_release.git import ZERO_SHA, git
 from homelab_release.history import history, rollback
 from homelab_release.images import ImageRef
-from homelab_release.overlay import ImageEntry, read_overlay_images
+from homelab_release.overlay import ImageEntry, apply_overlay_entries, read_overlay_images
 from homelab_release.registry import manifest_digest, retag
 from homelab_release.releases import release
 from homelab_release.status import environment_status
@@ -539,3 +539,23 @@ def test_rollback_moves_latest_to_what_the_tip_names_after_a_later_pipeline(
     assert tag_digest(box, newest, "latest") == newest.digest, "latest serves the tip's image"
     (vote,) = [move for move in result.latest if move.repository == newest.new_name]
     assert vote.digest == newest.digest
+
+
+def test_rollback_refuses_a_state_with_an_entry_it_cannot_check(
+    rollback_box: tuple[Sandbox, list[str]], tmp_path: Path
+) -> None:
+    """An entry without newTag or digest keeps the base's tag, which the registry cannot be
+    asked about: the same refusal as in promotion and release, not a silent pass."""
+    box, _ = rollback_box
+    tree = tmp_path / "manifests"
+    git(tmp_path, "clone", "-q", "--branch", BRANCH, str(box.repos.remote), str(tree))
+    folder = tree / "k8s/overlays/develop"
+    states = []
+    for name in ("127.0.0.1:9/postgres", "127.0.0.1:9/postgres-next"):
+        apply_overlay_entries(folder, [ImageEntry("postgres", name)])
+        git(tree, "commit", "-qam", f"develop: postgres from {name}")
+        states.append(git(tree, "rev-parse", "HEAD").strip())
+    git(tree, "push", "-q", "origin", f"HEAD:{BRANCH}")
+    with pytest.raises(RollbackError, match="entry 'postgres' cannot be checked in the registry"):
+        rollback(box.repos.work, environment="develop", to=states[0], env=env_of(box))
+    assert tip(box) == states[1]
