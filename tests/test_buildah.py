@@ -14,6 +14,7 @@ import re
 import secrets
 import shutil
 import stat
+import subprocess
 import tempfile
 import threading
 import time
@@ -35,13 +36,17 @@ from homelab_release.demo.sandbox import (
     check_requirements,
 )
 from homelab_release.dockerfile import (
+    append_to_stage,
     base_images,
     declare_global_args,
+    escape_token,
     global_args_missing,
+    label_instruction,
     platform_args_used,
     stage_args,
 )
 from homelab_release.engines.buildah import (
+    LABEL_STEP_VERSION,
     BuildahBuilder,
     parse_version,
     platform_args,
@@ -50,7 +55,7 @@ from homelab_release.engines.buildah import (
 from homelab_release.engines.choice import choose_engine, engine_name, make_engine
 from homelab_release.errors import BuildError, ConfigError, PushError
 from homelab_release.images import ImageRef
-from homelab_release.registry import manifest_digest
+from homelab_release.registry import image_labels, manifest_digest
 from homelab_release.secrets import HiddenText, RegistryCredentials
 from tests.buildahinfra import RunAs, User, storage_conf
 
@@ -221,6 +226,64 @@ def test_dockerfile_reading_for_buildah() -> None:
     assert stage_args(DOCKERFILE) == (("build", "TARGETOS"), ("build", "TARGETARCH"))
     assert base_images(DOCKERFILE) == ("golang:1.22", "docker.io/library/busybox:1", "$BASE")
     assert stage_args("ARG A\nFROM x\nARG B\nFROM y\nARG C\n") == (("0", "B"), ("1", "C"))
+
+
+@pytest.mark.parametrize(
+    ("labels", "instruction"),
+    [
+        ({"a": "b"}, "LABEL 'a'='b'"),
+        ({"k": "$HOME ${X} `id` \\ \"q\"", "x y": "a=b"},
+         "LABEL 'k'='$HOME ${X} `id` \\ \"q\"' 'x y'='a=b'"),
+        ({"it's": "it's"}, "LABEL 'it'\"'\"'s'='it'\"'\"'s'"),
+        ({"empty": ""}, "LABEL 'empty'=''"),
+        ({"café": "✓"}, "LABEL 'café'='✓'"),
+        ({}, None),
+        ({"": "v"}, None),
+        ({"a=b": "v"}, None),
+        ({"a": "two\nlines"}, None),
+        ({"a": "tab\there"}, None),
+    ],
+)  # fmt: skip
+def test_label_instruction(labels: dict[str, str], instruction: str | None) -> None:
+    assert label_instruction(labels) == instruction
+
+
+STAGES = """\
+# syntax=docker/dockerfile:1
+FROM --platform=$BUILDPLATFORM scratch \\
+    AS build
+RUN a \\
+# a comment inside the continuation
+
+    && b
+FROM build
+COPY --from=build /a /a
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "target", "expected"),
+    [
+        (STAGES, None, STAGES + "LABEL x\n"),
+        (STAGES, "build", STAGES.replace("    && b\n", "    && b\nLABEL x\n")),
+        (STAGES, "1", STAGES + "LABEL x\n"),  # an unnamed stage is known by its number
+        (STAGES, "0", None),  # a named one is not
+        (STAGES, "Build", None),  # --target is case-sensitive
+        (STAGES.rstrip("\n"), None, STAGES + "LABEL x\n"),
+        ("FROM a\nRUN x \\\n", None, None),  # the file ends inside an instruction
+        ("# escape=`\nFROM a AS s\nRUN x `\n  y\nFROM b\n", "s",
+         "# escape=`\nFROM a AS s\nRUN x `\n  y\nLABEL x\nFROM b\n"),
+        ("# nothing\n", None, None),
+    ],
+)  # fmt: skip
+def test_append_to_stage(text: str, target: str | None, expected: str | None) -> None:
+    assert append_to_stage(text, "LABEL x", target) == expected
+
+
+def test_escape_token_is_read_only_from_the_top() -> None:
+    assert escape_token("# syntax=x\n# escape=`\nFROM a\n") == "`"
+    assert escape_token("FROM a\n# escape=`\n") == "\\"
+    assert escape_token("# a comment\n# escape=`\nFROM a\n") == "\\"
 
 
 @pytest.mark.parametrize(
@@ -555,6 +618,116 @@ def test_rebuild_on_an_emptied_store_takes_every_stage_from_the_cache_repository
     )
     assert rebuilt.cached_steps >= 5
     assert _digest(f"{worker.repository}:c0ffee2", registry) == rebuilt.digest
+
+
+#: Two stages with labels of their own: a base, and a final stage on it.
+LABELLED = """\
+FROM scratch AS base
+COPY busybox /bin/busybox
+LABEL stage=base keep=base
+FROM base
+LABEL stage=final
+RUN ["/bin/busybox", "true"]
+"""
+#: Labels a Dockerfile line could mangle: quotes, $ and ` (expanded in LABEL), the escape
+#: character, spaces, =, unicode, empty; ``stage`` overrides the file's own.
+ODD_LABELS = {
+    "org.opencontainers.image.created": "2024-05-01T10:00:00Z",
+    "team": "home lab",
+    "quote": 'it\'s "quoted"',
+    "shell": "$HOME ${PATH} `id` \\ back\\",
+    "eq": "a=b",
+    "unicode": "café ✓",
+    "empty": "",
+    "stage": "overridden",
+}
+
+
+def _labels_from_flags(
+    context: Path, env: Mapping[str, str], labels: Mapping[str, str], target: str | None
+) -> dict[str, str]:
+    """The oracle: the labels buildah itself gives the image when they are ``--label`` flags
+    (``--no-cache``: buildah 1.28 drops them from a ``--target`` stage that comes from cache)."""
+    name = f"localhost/hr-oracle-{secrets.token_hex(3)}"
+    argv = ["buildah", "build", "--no-cache", "--isolation", "chroot", "--format", "docker",
+            "--tag", name, *(["--target", target] if target else []),
+            *(f"--label={key}={value}" for key, value in labels.items()), str(context)]  # fmt: skip
+    subprocess.run(argv, env=dict(env), capture_output=True, check=True, timeout=300)
+    shown = subprocess.run(
+        ("buildah", "inspect", "--type", "image", name),
+        env=dict(env), capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    found: dict[str, str] = json.loads(shown.stdout)["OCIv1"]["config"]["Labels"]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("target", "extra", "own_steps"),
+    [
+        (None, {}, 2),  # the file's two LABEL steps, then the labels
+        ("base", {}, 1),  # the labels end the target stage, not the unbuilt last one
+        (None, {"multi": "two\nlines"}, 2),  # no single line holds it: --label flags
+    ],
+)
+def test_labels_reach_the_image_as_buildahs_own_label_flags_put_them(  # noqa: PLR0917
+    tmp_path: Path,
+    buildah_env: Mapping[str, str],
+    registry: LocalRegistry,
+    caplog: pytest.LogCaptureFixture,
+    target: str | None,
+    extra: dict[str, str],
+    own_steps: int,
+) -> None:
+    context = worker_context(tmp_path / "ctx")
+    (context / "Dockerfile").write_text(LABELLED, encoding="utf-8")
+    repository = _repo(registry, "labelled")
+    labels = {**ODD_LABELS, **extra}
+    source = "https://gitlab.example.com/homelab/go"
+    for revision in ("c0ffee1", "c0ffee2"):  # the second build takes every other step from cache
+        caplog.clear()
+        caplog.set_level(logging.DEBUG)
+        build_image(
+            context=context, repository=repository, tags=[revision], labels=labels,
+            target=target, engine="buildah", credentials=registry.credentials, cache_repo="",
+            revision=revision, source=source, env=buildah_env,
+        )  # fmt: skip
+    found = image_labels(ImageRef.parse(f"{repository}:c0ffee2"), registry.credentials)
+    assert found is not None
+    oci = {
+        "org.opencontainers.image.revision": "c0ffee2",
+        "org.opencontainers.image.source": source,
+    }
+    assert dict(found) == _labels_from_flags(context, buildah_env, {**oci, **labels}, target)
+    assert {key: found[key] for key in labels} == labels
+    assert found["keep"] == "base"
+    log = _messages(caplog)
+    assert any("Using cache" in line for line in log)
+    steps = [line for line in log if re.search(r"STEP \d+/\d+: LABEL ", line)]
+    one_step = not extra and BuildahBuilder(settings={}).info().version < LABEL_STEP_VERSION
+    # buildah 1.28 makes one step per --label; the engine writes them as one LABEL instead
+    assert len(steps) == own_steps + (1 if one_step else len(oci) + len(labels)), steps
+
+
+@pytest.mark.parametrize("suffix", [".dockerignore", ".containerignore"])
+def test_the_ignore_file_beside_the_dockerfile_still_applies(
+    tmp_path: Path, buildah_env: Mapping[str, str], caplog: pytest.LogCaptureFixture, suffix: str
+) -> None:
+    # before buildah 1.29 the engine builds from a copy of the Dockerfile (the labels are in it)
+    caplog.set_level(logging.DEBUG)
+    context = worker_context(tmp_path / "ctx", slow=False)
+    (context / "Dockerfile").write_text(
+        'FROM scratch\nCOPY . /ctx/\nRUN ["/ctx/busybox", "ls", "/ctx"]\n', encoding="utf-8"
+    )
+    (context / f"Dockerfile{suffix}").write_text("secret.txt\n", encoding="utf-8")
+    (context / "secret.txt").write_text("not for the image\n", encoding="utf-8")
+    (context / "kept.txt").write_text("for the image\n", encoding="utf-8")
+    build_image(context=context, repository="localhost/hr-ignore", tags=["t"], engine="buildah",
+                push=False, env=buildah_env)  # fmt: skip
+    listed = {
+        line.split(": ", 1)[1] for line in _messages(caplog) if line.startswith("hr-ignore: ")
+    }
+    assert "kept.txt" in listed
+    assert "secret.txt" not in listed
 
 
 def test_unreachable_cache_repository_warns_once_and_builds(
