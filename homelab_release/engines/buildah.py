@@ -25,10 +25,11 @@ The process gets only the environment :attr:`~homelab_release.context.CiContext.
   user) made first: ``Permission denied`` (containers/buildah#4404, fixed in 1.29).
 
 Before 1.29, buildah turns every ``--label`` into a ``LABEL`` step of its own, each looked up in
-and written to the cache repository (and ``org.opencontainers.image.created`` changes every
-build); the labels then go into the Dockerfile copy instead, as one ``LABEL`` instruction at the
-end of the stage that is built, which is what ``--label`` does from 1.29 on
-(containers/buildah#4511).
+and written to the cache repository (``org.opencontainers.image.created`` changes every build);
+before 1.30 it appends them to the file's last stage, which ``--target`` may leave unbuilt, and the
+labels are then lost when the target stage comes from cache. On those versions the labels go into
+the Dockerfile copy instead, as one ``LABEL`` instruction at the end of the stage that is built:
+what ``--label`` does from 1.30 on (containers/buildah#4511, #4673).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ CACHE_REPO_VERSION = Version("1.27.0")  # --cache-to / --cache-from
 ARG_CACHE_VERSION = Version("1.29.0")  # ARG steps looked up in the cache repository (#4315)
 CACHE_MOUNT_VERSION = Version("1.29.0")  # one RUN --mount=type=cache folder per user (#4404)
 GLOBAL_ARGS_VERSION = Version("1.37.0")  # platform arguments predefined where FROM lines read them
-LABEL_STEP_VERSION = Version("1.29.0")  # all --label flags in one LABEL step, not one each (#4511)
+LABEL_STEP_VERSION = Version("1.30.0")  # --label: one step, in the built stage (#4511, #4673)
 INSTALL_HINT = (
     "install buildah and uidmap (Debian/Ubuntu: apt-get install buildah uidmap; Fedora: dnf "
     "install buildah), or run the job in an image that has it (quay.io/buildah/stable)"
@@ -503,30 +504,9 @@ def _dockerfile_copy(
     request: BuildRequest, dockerfile: str, info: BuildahInfo, folder: Path
 ) -> tuple[Path | None, bool]:
     """The Dockerfile buildah ``info`` should read instead of the request's (a copy in ``folder``,
-    its ignore files beside it), or None; and whether that copy sets the request's labels.
-
-    - Before :data:`GLOBAL_ARGS_VERSION`, buildah leaves the platform arguments empty in ``FROM``
-      lines unless an ``ARG`` before the first ``FROM`` declares them (BuildKit predefines them
-      there): the copy declares the ones its ``FROM`` lines use.
-    - Before :data:`LABEL_STEP_VERSION`, every ``--label`` is a step of its own, each looked up in
-      and written to the cache repository: the copy ends the stage that is built (``--target``,
-      else the last) with one ``LABEL`` instruction instead, as ``--label`` does from 1.29 on.
-      Labels a single line cannot hold stay ``--label`` flags.
-    """
-    text = dockerfile
-    missing = global_args_missing(dockerfile) if info.version < GLOBAL_ARGS_VERSION else ()
-    if missing:
-        text = declare_global_args(text, missing)
-        log.debug("%s: declaring %s before the first FROM", request.dockerfile, missing)
-    labelled = False
-    if request.labels and info.version < LABEL_STEP_VERSION:
-        instruction = label_instruction(request.labels)
-        added = append_to_stage(text, instruction, request.target) if instruction else None
-        if added is not None:
-            text, labelled = added, True
-            log.debug(
-                "%s: the labels as one LABEL step (buildah %s)", request.dockerfile, info.version
-            )
+    the ignore files buildah looks for beside it copied too), or None; and whether that copy sets
+    the request's labels (see :func:`_adapted`)."""
+    text, labelled = _adapted(request, dockerfile, info)
     if text == dockerfile:
         return None, False
     path = request.dockerfile
@@ -537,6 +517,34 @@ def _dockerfile_copy(
         if ignore.is_file():
             shutil.copy2(ignore, folder / ignore.name)
     return copy, labelled
+
+
+def _adapted(request: BuildRequest, dockerfile: str, info: BuildahInfo) -> tuple[str, bool]:
+    """``dockerfile`` (text) as buildah ``info`` should read it, and whether it sets the labels.
+
+    - Before :data:`GLOBAL_ARGS_VERSION`, buildah leaves the platform arguments empty in ``FROM``
+      lines unless an ``ARG`` before the first ``FROM`` declares them (BuildKit predefines them
+      there): declare the ones its ``FROM`` lines use.
+    - Before :data:`LABEL_STEP_VERSION`, ``--label`` flags become steps of the file's last stage
+      (before 1.29 one step each, each looked up in and written to the cache repository), lost
+      when ``--target`` names an earlier stage whose steps all come from cache: end the stage
+      that is built (``--target``, else the last) with one ``LABEL`` instruction instead, as
+      ``--label`` does from 1.30 on. Labels one line cannot hold (a line break in a value) stay
+      ``--label`` flags.
+    """
+    text = dockerfile
+    missing = global_args_missing(dockerfile) if info.version < GLOBAL_ARGS_VERSION else ()
+    if missing:
+        text = declare_global_args(text, missing)
+        log.debug("%s: declaring %s before the first FROM", request.dockerfile, missing)
+    if not request.labels or info.version >= LABEL_STEP_VERSION:
+        return text, False
+    instruction = label_instruction(request.labels)
+    labelled = append_to_stage(text, instruction, request.target) if instruction else None
+    if labelled is None:
+        return text, False
+    log.debug("%s: the labels as one LABEL step (buildah %s)", request.dockerfile, info.version)
+    return labelled, True
 
 
 def _host_platform() -> str:
