@@ -41,9 +41,45 @@ def build_develop(session: nox.Session) -> None:
 
 
 @nox.session(default=False, tags=["ci"])
+def fan_out(session: nox.Session) -> None:
+    """Plan the develop run once and write the child pipeline: one build job per service."""
+    _release(session, "fan-out")
+
+
+@nox.session(default=False, tags=["ci"])
+def build_service(session: nox.Session) -> None:
+    """Build and push one service of the child pipeline's plan; write built/<service>.json."""
+    _release(session, "build-service")
+
+
+@nox.session(default=False, tags=["ci"])
+def publish_develop(session: nox.Session) -> None:
+    """Write the child pipeline's builds into the develop overlay in one commit."""
+    _release(session, "publish-develop")
+
+
+@nox.session(default=False, tags=["ci"])
 def promote(session: nox.Session) -> None:
     """Copy the tested images of the previous environment into this branch's environment."""
     _release(session, "promote")
+
+
+@nox.session(default=False, tags=["ci"])
+def release(session: nox.Session) -> None:
+    """Tag the images the source environment runs with this tag's version; write the target."""
+    _release(session, "release")
+
+
+@nox.session(default=False, tags=["ci"])
+def rollback(session: nox.Session) -> None:
+    """Write an earlier state of an environment's overlay back: -- --env ENV --to COMMIT."""
+    _release(session, "rollback")
+
+
+@nox.session(default=False)
+def history(session: nox.Session) -> None:
+    """List the earlier states of an environment's overlay: -- --env ENV [--json]."""
+    _release(session, "history")
 
 
 @nox.session(default=False)
@@ -68,10 +104,13 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Run one benchmark: nox -s bench -- changes|overlay|build|buildah|pipeline [its options]."""
+    """Run one benchmark: nox -s bench -- NAME [its options] (NAME: benchmarks/bench_NAME.py)."""
     session.install("-e", ".")
     if not session.posargs:
-        session.error("name a benchmark: changes, overlay, build, buildah or pipeline")
+        names = sorted(
+            p.stem.removeprefix("bench_") for p in (ROOT / "benchmarks").glob("bench_*.py")
+        )
+        session.error(f"name a benchmark: {', '.join(names)}")
     name, *options = session.posargs
     session.run("python", str(ROOT / "benchmarks" / f"bench_{name}.py"), *options)
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from homelab_release.context import CiContext, read_environment
 from homelab_release.errors import ReleaseError
-from homelab_release.secrets import HiddenText, redact
+from homelab_release.secrets import redact
 
 __all__ = [
     "COMMANDS",
@@ -40,7 +40,22 @@ __all__ = [
 
 log = logging.getLogger("homelab_release")
 
-COMMANDS = ("changes", "set_image", "build", "build_develop", "promote", "plan", "status", "demo")
+COMMANDS = (
+    "changes",
+    "set_image",
+    "build",
+    "build_develop",
+    "fan_out",
+    "build_service",
+    "publish_develop",
+    "promote",
+    "release",
+    "rollback",
+    "history",
+    "plan",
+    "status",
+    "demo",
+)
 LOG_NAME = "homelab-release.log"
 EXIT_ERROR = 1
 EXIT_UNEXPECTED = 3
@@ -140,7 +155,7 @@ def _tell(line: str, err: BaseException) -> None:
 
 def _unexpected(err: Exception, *, verbose: bool, env: Mapping[str, str]) -> None:
     context = CiContext.from_env(env)
-    secrets = _secrets(context)
+    secrets = context.secrets
     trace = redact("".join(traceback.format_exception(err)), secrets)
     what = redact(f"{type(err).__name__}: {err}", secrets).strip().splitlines()[0]
     try:
@@ -150,14 +165,6 @@ def _unexpected(err: Exception, *, verbose: bool, env: Mapping[str, str]) -> Non
     if verbose or context.in_ci:
         print(trace, end="", file=sys.stderr, flush=True)
     _tell(f"homelab-release: unexpected error: {what} ({where}; please report it)", err)
-
-
-def _secrets(context: CiContext) -> list[HiddenText]:
-    found = [context.repository_url]
-    for credentials in (context.git_credentials, context.registry_credentials):
-        if credentials is not None:
-            found.append(credentials.password)
-    return found
 
 
 def log_folder(env: Mapping[str, str] | None = None) -> Path:

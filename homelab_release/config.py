@@ -20,20 +20,13 @@ from homelab_release.dotenv import dotenv_key
 from homelab_release.errors import ConfigError, ReleaseError
 from homelab_release.gitops import DEFAULT_AUTHOR
 from homelab_release.images import ImageRef
+from homelab_release.versions import VersionPolicy, parse_policy
 
 __all__ = [
     "CONFIG_NAME",
     "DEFAULT_MANIFESTS_BRANCH",
     "ENGINES",
-    "Environment",
-    "ReleaseConfig",
-    "Service",
-    "load_config",
-]
-
-__all__ = [
-    "CONFIG_NAME",
-    "DEFAULT_MANIFESTS_BRANCH",
+    "WRITE_MODES",
     "Environment",
     "ReleaseConfig",
     "Service",
@@ -42,6 +35,9 @@ __all__ = [
 
 CONFIG_NAME = "homelab-release.toml"
 DEFAULT_MANIFESTS_BRANCH = "k8s-manifests"
+#: How a write reaches an environment's overlay: a push to the manifests branch, or a push to
+#: ``homelab-release/<environment>`` that asks GitLab to open (or update) a merge request.
+WRITE_MODES = ("push", "merge-request")
 #: The values of ``[build] engine``.
 ENGINES = ("auto", "docker", "buildah")
 
@@ -71,11 +67,20 @@ class Service:
 
 @dataclass(frozen=True)
 class Environment:
-    """One environment of the promotion chain and its kustomize overlay."""
+    """One environment of the promotion chain and its kustomize overlay.
+
+    ``versions`` is the policy of an environment that takes versioned releases (None: it takes
+    none). ``write`` is how its overlay is written (:data:`WRITE_MODES`; None when the
+    configuration does not say, so that ``HOMELAB_RELEASE_WRITE`` or the default, ``push``,
+    decides); ``merge_request_labels`` label the merge requests of ``merge-request`` mode.
+    """
 
     name: str
     overlay: str
     promote_from: str | None = None
+    versions: VersionPolicy | None = None
+    write: str | None = None
+    merge_request_labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ class ReleaseConfig:
     always: tuple[str, ...] = ()
     default_branch: str = ""
     author: str = DEFAULT_AUTHOR
+    signing_key: str = ""  # a path: manifests commits are signed with this SSH key
     insecure_registries: tuple[str, ...] = field(default=())
     #: key -> (its text, the variables it uses that are unset): for messages about empty values
     unset_variables: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
@@ -99,6 +105,9 @@ class ReleaseConfig:
     engine: str = "auto"
     #: ``[build] cache_repo``, default ``<registry>/cache``; "" when there is none
     cache_repo: str = ""
+    #: Whether every service's context folder and Dockerfile were found under ``root`` when the
+    #: configuration was loaded (:func:`load_config` checks them; a hand-made one is not checked).
+    sources_checked: bool = False
 
     @property
     def where(self) -> str:
@@ -179,7 +188,7 @@ def _with_line(message: str, text: str) -> str:
 
 _SCHEMA: dict[str, dict[str, type]] = {
     "registry": {"repository": str, "insecure": list},
-    "manifests": {"url": str, "branch": str, "author": str},
+    "manifests": {"url": str, "branch": str, "author": str, "signing_key": str},
     "changes": {"always": list, "default_branch": str},
     "build": {"engine": str, "cache_repo": str},
 }
@@ -190,7 +199,14 @@ _SERVICE_KEYS: dict[str, type] = {
     "image": str,
     "kustomize_name": str,
 }
-_ENV_KEYS: dict[str, type] = {"overlay": str, "promote_from": str}
+_ENV_KEYS: dict[str, type] = {
+    "overlay": str,
+    "promote_from": str,
+    "versions": str,
+    "prereleases": bool,
+    "write": str,
+    "merge_request_labels": list,
+}
 
 
 class _Reader:
@@ -267,9 +283,11 @@ def _build(
         default_branch=changes.get("default_branch", ""),
         insecure_registries=registry.get("insecure", ()),
         author=manifests.get("author", DEFAULT_AUTHOR),
+        signing_key=manifests.get("signing_key", ""),
         unset_variables={k: (text, tuple(names)) for k, (text, names) in reader.unset.items()},
         engine=_engine(where, build.get("engine") or "auto"),
         cache_repo=_cache_repo(where, build.get("cache_repo"), repository, reader.unset),
+        sources_checked=True,  # configured services by _check_sources, found ones by discovery
     )
 
 
@@ -399,9 +417,42 @@ def _environments(reader: _Reader, raw: Any) -> tuple[Environment, ...]:
             )
         if source == name:
             raise ConfigError(f"{reader.where}: environments.{name} cannot promote from itself")
-        envs.append(Environment(name, values.get("overlay", f"k8s/overlays/{name}"), source))
+        envs.append(
+            Environment(
+                name,
+                values.get("overlay", f"k8s/overlays/{name}"),
+                source,
+                versions=_policy(reader.where, name, values),
+                write=_write_mode(reader.where, name, values.get("write")),
+                merge_request_labels=values.get("merge_request_labels", ()),
+            )
+        )
     _check_chain(reader.where, envs)
     return tuple(envs)
+
+
+def _policy(where: str, name: str, values: Mapping[str, Any]) -> VersionPolicy | None:
+    """``versions`` (and ``prereleases``, which needs it) of ``[environments.NAME]``."""
+    key = f"environments.{name}"
+    if "versions" not in values:
+        if "prereleases" in values:
+            raise ConfigError(
+                f"{where}: {key}.prereleases needs {key}.versions (the versions it releases)"
+            )
+        return None
+    prereleases = bool(values.get("prereleases", False))
+    return parse_policy(
+        values["versions"], prereleases=prereleases, where=f"{where}: {key}.versions"
+    )
+
+
+def _write_mode(where: str, name: str, mode: str | None) -> str | None:
+    if mode is not None and mode not in WRITE_MODES:
+        raise ConfigError(
+            f"{where}: environments.{name}.write = {mode!r}; use "
+            + " or ".join(repr(m) for m in WRITE_MODES)
+        )
+    return mode
 
 
 def _check_chain(where: str, envs: list[Environment]) -> None:

@@ -15,10 +15,20 @@ from types import MappingProxyType
 
 from homelab_release.secrets import GitCredentials, HiddenText, RegistryCredentials
 
-__all__ = ["CiContext", "PipelineInfo", "read_environment"]
+__all__ = ["SECRET_VARIABLES", "CiContext", "PipelineInfo", "read_environment"]
 
 NO_SECRET = HiddenText("")
 _DOCKER_VARIABLES = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
+#: The variables whose values are secrets GitLab or the user gives a job.
+SECRET_VARIABLES = (
+    "CI_JOB_TOKEN",
+    "GITLAB_TOKEN",
+    "HOMELAB_RELEASE_GIT_TOKEN",
+    "CI_REGISTRY_PASSWORD",
+    "CI_DEPLOY_PASSWORD",
+    "CI_DEPENDENCY_PROXY_PASSWORD",
+    "CI_REPOSITORY_URL",  # holds the job token
+)
 #: What the buildah process gets from the environment: buildah's and the containers libraries'
 #: own variables (BUILDAH_ISOLATION, CONTAINERS_STORAGE_CONF, STORAGE_DRIVER, REGISTRY_AUTH_FILE
 #: ...), where to find programs and the user's folders, and the proxy and CA settings for pulls.
@@ -86,6 +96,8 @@ class CiContext:
     git_credentials: GitCredentials | None = None
     registry_credentials: RegistryCredentials | None = None
     engine: str = ""  # HOMELAB_RELEASE_ENGINE
+    write_mode: str = ""  # HOMELAB_RELEASE_WRITE: push | merge-request, for every environment
+    signing_key: str = ""  # HOMELAB_RELEASE_SIGNING_KEY: a path (a GitLab file variable)
     docker: Mapping[str, str] = field(default_factory=dict, repr=False)
     buildah: Mapping[str, str] = field(
         default_factory=dict, repr=False
@@ -107,6 +119,8 @@ class CiContext:
             git_credentials=_git_credentials(env),
             registry_credentials=_registry_credentials(env),
             engine=env.get("HOMELAB_RELEASE_ENGINE", ""),
+            write_mode=env.get("HOMELAB_RELEASE_WRITE", ""),
+            signing_key=env.get("HOMELAB_RELEASE_SIGNING_KEY", ""),
             docker={name: env[name] for name in _DOCKER_VARIABLES if name in env},
             buildah={
                 name: value
@@ -117,9 +131,28 @@ class CiContext:
         )
 
     @property
+    def secrets(self) -> tuple[HiddenText, ...]:
+        """The values of :data:`SECRET_VARIABLES` that are set, and the passwords of the
+        credentials: what must never be written into a log or a file."""
+        found = [
+            HiddenText(self.variables[name])
+            for name in SECRET_VARIABLES
+            if self.variables.get(name)
+        ]
+        for credentials in (self.git_credentials, self.registry_credentials):
+            if credentials is not None:
+                found.append(credentials.password)
+        return tuple(found)
+
+    @property
     def commit_sha(self) -> str:
         """``CI_COMMIT_SHA``: the commit the pipeline runs for (the image tag)."""
         return self.pipeline.commit_sha
+
+    @property
+    def commit_tag(self) -> str:
+        """``CI_COMMIT_TAG``: the tag of a tag pipeline ('' otherwise)."""
+        return self.pipeline.commit_tag
 
     @property
     def commit_branch(self) -> str:

@@ -5,16 +5,25 @@ changed, their images and entries; every problem that would stop a build is foun
 :func:`build_service` for each (build and push the commit tag), and :func:`publish_develop`
 (write every successful build into the environment's overlay in one commit, never replacing an
 image of a later commit). ``plan`` is a dry run of the same path.
+
+The child-pipeline strategy (:mod:`homelab_release.fanout`) runs the same steps in separate jobs:
+the parent plans, each build job builds one service of :func:`plan_services`, and the writer
+job hands every job's :class:`ServiceBuild` (read back from its record, see
+:mod:`homelab_release.buildrecords`) to :func:`publish_recorded` inside :func:`recorded`, as
+:func:`build_develop` does.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from homelab_release import git
 from homelab_release.build import CREATED_LABEL, BuildDurations, build_image, build_request
@@ -44,6 +53,7 @@ __all__ = [
     "BuildTarget",
     "DevelopPlan",
     "Publication",
+    "RunRecord",
     "ServiceBuild",
     "build_develop",
     "build_service",
@@ -51,8 +61,12 @@ __all__ = [
     "develop_entries",
     "engine_choice",
     "plan_develop",
+    "plan_services",
     "publish_develop",
+    "publish_recorded",
+    "recorded",
     "require_overlay",
+    "service_target",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,12 +87,17 @@ class BuildTarget:
 
 @dataclass(frozen=True)
 class DevelopPlan:
-    """What a develop run builds, decided once: the change set, the image tag and the targets."""
+    """What a develop run builds, decided once: the change set, the image tag and the targets.
+
+    ``changed_files`` counts the changed files when ``changes`` does not list them (a plan
+    handed to a child pipeline carries the count, not the list); None when it does.
+    """
 
     environment: str
     changes: ChangeSet
     tag: str
     targets: tuple[BuildTarget, ...] = ()
+    changed_files: int | None = None
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -159,29 +178,70 @@ def build_develop(
     ws = Workspace.open(repo, config, env)
     if cache_repo is not None:
         ws = replace(ws, config=replace(ws.config, cache_repo=cache_repo))
-    folder = ws.report_folder(report_dir)
-    report = RunReport(environment)
-    try:
+    with recorded(ws.report_folder(report_dir), RunReport(environment)) as record:
         plan = plan_develop(ws, environment=environment, base=base, head=head)
-        report = replace(report, tag=plan.tag, changes=plan.changes, planned=plan.services)
+        record.note(tag=plan.tag, changes=plan.changes, planned=plan.services)
+        result = BuildDevelopResult(environment, plan.changes, plan.tag)
         if not plan.targets:
             log.info("no service changed: nothing to build")
-            result = BuildDevelopResult(environment, plan.changes, plan.tag)
         else:
             remote = ws.remote()
+            ws.check_writer(environment)  # a bad signing key fails before anything is built
             with checkout(remote) as tree:
                 require_overlay(tree, ws.config.environment(environment), remote)
                 builds = build_services(ws, plan, workers=workers, engine=engine)
-                report = replace(report, builds=builds)
-                done = publish_develop(ws, plan, builds, tree=tree, remote=remote)
-            result = BuildDevelopResult(
-                environment, plan.changes, plan.tag, builds, done.edit, done.published, done.latest
-            )
+                result = publish_recorded(ws, plan, builds, record, tree=tree, remote=remote)
+    return replace(result, reports=record.paths)
+
+
+@dataclass
+class RunRecord:
+    """What a develop run knows so far (mutable on purpose): :func:`recorded` writes the
+    reports from it when the run ends, however it ends."""
+
+    report: RunReport
+    paths: tuple[Path, ...] = ()
+
+    def note(self, **changes: Any) -> None:
+        self.report = replace(self.report, **changes)
+
+
+@contextmanager
+def recorded(folder: Path, report: RunReport) -> Iterator[RunRecord]:
+    """Write ``build.env`` and ``release-report.json`` into ``folder`` when the block ends, from
+    what it noted; with the message of the :class:`ReleaseError` that ended it, if one did."""
+    record = RunRecord(report)
+    try:
+        yield record
     except ReleaseError as err:
-        write_reports(folder, replace(report, error=str(err)))
+        write_reports(folder, replace(record.report, error=str(err)))
         raise
-    paths = write_reports(folder, replace(report, commit=result.commit, latest=result.latest))
-    return replace(result, reports=paths)
+    record.paths = write_reports(folder, record.report)
+
+
+def publish_recorded(
+    ws: Workspace,
+    plan: DevelopPlan,
+    builds: Sequence[ServiceBuild],
+    record: RunRecord,
+    *,
+    tree: Path | None = None,
+    remote: ManifestsRemote | None = None,
+) -> BuildDevelopResult:
+    """:func:`publish_develop`, noting the builds, the commit and ``latest`` in ``record``."""
+    record.note(builds=tuple(builds))
+    done = publish_develop(ws, plan, builds, tree=tree, remote=remote)
+    commit = done.published.commit if done.published else None
+    record.note(commit=commit, latest=done.latest)
+    return BuildDevelopResult(
+        plan.environment,
+        plan.changes,
+        plan.tag,
+        tuple(builds),
+        done.edit,
+        done.published,
+        done.latest,
+    )
 
 
 # -- deciding ----------------------------------------------------------------------------------
@@ -192,30 +252,61 @@ def plan_develop(
 ) -> DevelopPlan:
     """The changed services and everything a build of each needs, checked now.
 
-    The tag is ``CI_COMMIT_SHA``, else the head commit. (Every service's context folder and
-    Dockerfile were checked when the configuration was loaded.)
+    The tag is ``CI_COMMIT_SHA``, else the head commit. Every service's context folder and
+    Dockerfile must exist (checked when the configuration was loaded from this tree, else here).
     """
     ws.config.environment(environment)
     changes = detect_changes(
         ws.root, base=base, head=head, config=ws.config, pipeline=ws.context.pipeline
     )
     tag = ws.context.commit_sha or changes.head
-    targets = tuple(_target(ws, ws.config.service(name)) for name in changes.services)
+    by_name = {service.name: service for service in ws.config.services}
+    registry = ws.config.require_registry() if changes.services else ""
+    targets = tuple(_target(ws, by_name[name], registry) for name in changes.services)
     return DevelopPlan(environment, changes, tag, targets)
 
 
-def _target(ws: Workspace, service: Service) -> BuildTarget:
-    registry = ws.config.require_registry()
-    for key, relative, kind in (
-        ("context", service.context, "folder"),
-        ("dockerfile", service.dockerfile, "file"),
-    ):
-        path = ws.root / relative
-        if not (path.is_dir() if kind == "folder" else path.is_file()):
-            raise ConfigError(
-                f"{ws.config.where}: services.{service.name}.{key} = {relative!r}: no such {kind} "
-                f'in {ws.root}; fix the path or add [services.{service.name}] {key} = "..."'
-            )
+def plan_services(
+    ws: Workspace,
+    services: Sequence[str],
+    *,
+    environment: str = "develop",
+    tag: str | None = None,
+    head: str = "HEAD",
+    base: str | None = None,
+    reason: str = "",
+    changed_files: int | None = None,
+) -> DevelopPlan:
+    """A plan for the named services, decided elsewhere: no change detection.
+
+    A child pipeline's jobs plan this way with what the parent planned (its ``base``, ``head``,
+    ``reason`` and file count go to the reports). The tag is ``tag``, else ``CI_COMMIT_SHA``,
+    else the head commit.
+    """
+    ws.config.environment(environment)
+    head_sha = git.resolve(ws.root, head)
+    if head_sha is None:
+        raise ReleaseError(f"{head!r} is not a commit of {ws.root}; fetch it or pass another head")
+    names = tuple(dict.fromkeys(services))
+    targets = tuple(service_target(ws, name) for name in names)
+    changes = ChangeSet(base, head_sha, (), names, reason or "services named by the caller")
+    return DevelopPlan(
+        environment,
+        changes,
+        tag or ws.context.commit_sha or head_sha,
+        targets,
+        changed_files,
+    )
+
+
+def service_target(ws: Workspace, name: str) -> BuildTarget:
+    """What a build of the service called ``name`` needs (a :class:`ConfigError` names the
+    known services when there is none)."""
+    return _target(ws, ws.config.service(name), ws.config.require_registry())
+
+
+def _target(ws: Workspace, service: Service, registry: str) -> BuildTarget:
+    _require_sources(ws, service)
     return BuildTarget(
         service=service.name,
         repository=service.image_repository(registry),
@@ -223,6 +314,27 @@ def _target(ws: Workspace, service: Service) -> BuildTarget:
         dockerfile=service.dockerfile,
         entry_name=service.overlay_name(registry),
     )
+
+
+def _require_sources(ws: Workspace, service: Service) -> None:
+    """The build context must be a folder and the Dockerfile a file: checked here unless loading
+    the configuration from this tree checked it (a plan may hold hundreds of services)."""
+    if ws.config.sources_checked and ws.config.root == ws.root:
+        return
+    root = str(ws.root)
+    inside = service.dockerfile.startswith(f"{service.context.rstrip('/')}/")
+    dockerfile = os.path.isfile(os.path.join(root, service.dockerfile))  # noqa: PTH113, PTH118
+    if dockerfile and inside:
+        return
+    for key, relative, kind, found in (
+        ("context", service.context, "folder", os.path.isdir(os.path.join(root, service.context))),  # noqa: PTH112, PTH118
+        ("dockerfile", service.dockerfile, "file", dockerfile),
+    ):
+        if not found:
+            raise ConfigError(
+                f"{ws.config.where}: services.{service.name}.{key} = {relative!r}: no such {kind} "
+                f'in {ws.root}; fix the path or add [services.{service.name}] {key} = "..."'
+            )
 
 
 # -- building ----------------------------------------------------------------------------------
@@ -415,7 +527,8 @@ def _publish(
         trailers = {"Source-Commit": plan.tag, "Pipeline": ws.context.pipeline_url}
         return commit_message(f"{target.name}: update {names}", body, trailers)
 
-    edit, published = publish(tree, remote, apply, message, author=ws.config.author)
+    with ws.writer(plan.environment) as writer:
+        edit, published = publish(tree, remote, apply, message, writer=writer)
     return Publication(edit, published, _follow_overlay(ws, plan, builds, tree, remote))
 
 

@@ -7,10 +7,13 @@ token or a password (see :mod:`homelab_release.secrets`).
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "BuildError",
     "CommandError",
     "ConfigError",
+    "FanOutError",
     "GitError",
     "ImageRefError",
     "OverlayError",
@@ -33,11 +36,17 @@ class ReleaseError(Exception):
         self.parameter = parameter
 
     def for_command_line(self) -> str:
-        """The message with ``parameter=`` written as the command line's ``--parameter``."""
+        """The message as the command line says it: ``name=True`` becomes ``--name``,
+        ``name=False`` ``--no-name``, ``name=VALUE`` ``--name VALUE`` and a bare ``name=``
+        ``--name``."""
         text = str(self)
         if self.parameter:
+            name = re.escape(self.parameter)
             flag = "--" + self.parameter.replace("_", "-")
-            text = text.replace(f"{self.parameter}=", flag)
+            text = re.sub(rf"\b{name}=True\b", flag, text)
+            text = re.sub(rf"\b{name}=False\b", "--no-" + flag[2:], text)
+            text = re.sub(rf"\b{name}=(?=[^\s)\]}},;:.])", flag + " ", text)
+            text = re.sub(rf"\b{name}=", flag, text)
         return text
 
 
@@ -87,3 +96,8 @@ class RegistryError(ReleaseError):
 
 class PromotionError(ReleaseError):
     """A promotion cannot proceed; nothing was written."""
+
+
+class FanOutError(ReleaseError):
+    """The child pipeline of the child-pipeline strategy cannot be generated (bad job settings,
+    a secret in its text); nothing was written."""

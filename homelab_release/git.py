@@ -14,7 +14,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TypedDict, Unpack
+
+from packaging.version import InvalidVersion, Version
 
 from homelab_release import proc
 from homelab_release.errors import GitError
@@ -24,9 +27,11 @@ __all__ = [
     "FETCH_DEPTH",
     "NETWORK_TIMEOUT",
     "SHA_PATTERN",
+    "SSH_SIGNING_GIT",
     "ZERO_SHA",
     "GitOptions",
     "Pair",
+    "Revision",
     "Transport",
     "attempt",
     "changed_files",
@@ -35,15 +40,21 @@ __all__ = [
     "commit_time",
     "commit_times",
     "fetch",
+    "fetch_branch",
+    "file_history",
     "git",
+    "git_version",
     "head_commit",
     "is_ancestor",
     "is_commit_sha",
     "is_shallow",
     "merge_base",
+    "parse_git_version",
     "push_head",
     "remote_name",
     "remote_url",
+    "require_git",
+    "reset_to",
     "reset_to_fetched",
     "resolve",
     "resolve_all",
@@ -64,6 +75,8 @@ FETCH_DEPTH = 50
 #: Timeout of the remote operations that must not hold up a job: clone, push, their fetch and
 #: the fetch of :func:`is_ancestor` (a base commit or a deepening may take the default).
 NETWORK_TIMEOUT = 120.0
+#: The first git that signs commits with an SSH key (``gpg.format=ssh``).
+SSH_SIGNING_GIT = "2.34"
 
 # Git never prompts (a job has no terminal) and speaks English (its messages are parsed).
 _NEUTRAL_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
@@ -333,10 +346,14 @@ class Transport:
         return (self.credentials.password,) if self.credentials else ()
 
 
-def clone_branch(url: str, target: Path, branch: str, transport: Transport) -> None:
-    """A shallow (depth 1), single-branch clone of ``branch`` into ``target``, without tags."""
+def clone_branch(
+    url: str, target: Path, branch: str, transport: Transport, *, depth: int | None = 1
+) -> None:
+    """A single-branch clone of ``branch`` into ``target``, without tags: shallow (``depth``
+    commits, default 1), or with the branch's whole history when ``depth`` is None."""
+    shallow = ("--depth", str(depth)) if depth else ()
     git(
-        ".", "clone", "--quiet", "--depth", "1", "--single-branch", "--no-tags",
+        ".", "clone", "--quiet", *shallow, "--single-branch", "--no-tags",
         "--branch", branch, "--", url, str(target),
         env=transport.env, secrets=transport.secrets, timeout=transport.timeout,
     )  # fmt: skip
@@ -348,41 +365,195 @@ def stage_all(repo: Path | str) -> bool:
     return bool(git(repo, "status", "--porcelain", "-z").strip("\0"))
 
 
-def commit(repo: Path | str, message: str, *, name: str, email: str) -> str:
+def commit(
+    repo: Path | str, message: str, *, name: str, email: str, signing_key: Path | None = None
+) -> str:
     """Commit what is staged as ``name <email>`` (author and committer), the message on stdin;
-    the new commit's SHA. The runner's own set-up (signing, hooks) neither changes nor blocks it."""
+    the new commit's SHA. The runner's own set-up (signing, hooks) neither changes nor blocks it.
+
+    With ``signing_key`` (the path of an SSH private key without passphrase), the commit is
+    signed with it (``gpg.format=ssh``, for this commit only; git :data:`SSH_SIGNING_GIT` or
+    later, see :func:`require_git`).
+    """
     identity = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email}
     identity |= {"GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
     git(
-        repo, "-c", "commit.gpgsign=false", "commit", "--quiet", "--no-verify", "--file", "-",
+        repo, *_signing_options(signing_key), "commit", "--quiet", "--no-verify", "--file", "-",
         env=identity, input_text=message,
     )  # fmt: skip
     return head_commit(repo)
 
 
-def push_head(repo: Path | str, branch: str, transport: Transport) -> bool:
+def _signing_options(signing_key: Path | None) -> tuple[str, ...]:
+    if signing_key is None:
+        return ("-c", "commit.gpgsign=false")
+    return (
+        "-c", "commit.gpgsign=true", "-c", "gpg.format=ssh", "-c", "gpg.ssh.program=ssh-keygen",
+        "-c", f"user.signingkey={signing_key}",
+    )  # fmt: skip
+
+
+def push_head(
+    repo: Path | str,
+    branch: str,
+    transport: Transport,
+    *,
+    push_options: Sequence[str] = (),
+    lease: str | None = None,
+) -> bool:
     """Push ``HEAD`` to ``branch`` of :func:`remote_name`'s remote. False when the remote refused
-    because the branch moved on since the fetch; :class:`CommandError` for any other failure."""
+    because the branch moved on since the fetch; :class:`CommandError` for any other failure.
+
+    ``push_options`` go to the remote (``--push-option``, e.g. GitLab's ``merge_request.create``);
+    a remote that does not take push options is a :class:`GitError`. ``lease`` is the SHA the
+    branch must still have for the push to replace it whatever it holds (``""``: the branch must
+    not exist yet); None pushes only a fast-forward.
+    """
     remote = _require_remote(repo)
+    options = [f"--push-option={option}" for option in push_options]
+    if lease is not None:
+        options.append(f"--force-with-lease=refs/heads/{branch}:{lease}")
     done = attempt(
-        repo, "push", "--quiet", "--porcelain", "--no-verify", remote, f"HEAD:refs/heads/{branch}",
+        repo, "push", "--quiet", "--porcelain", "--no-verify", *options, remote,
+        f"HEAD:refs/heads/{branch}",
         env=transport.env, secrets=transport.secrets, timeout=transport.timeout,
     )  # fmt: skip
     if done.ok:
         return True
-    if any(marker in done.stdout + done.stderr for marker in _REJECTED):
+    output = done.stdout + done.stderr
+    if "does not support push options" in output:
+        raise GitError(
+            "the remote does not take push options (merge_request.create ...); GitLab does: "
+            'check manifests.url, or set write = "push" for this environment'
+        )
+    if any(marker in output for marker in _REJECTED):
         return False
     raise done.error(transport.secrets)
 
 
-def reset_to_fetched(repo: Path | str, branch: str, transport: Transport) -> None:
-    """Fetch the tip of ``branch`` (depth 1) and move to it, dropping local changes and commits."""
+def fetch_branch(repo: Path | str, branch: str, transport: Transport) -> str | None:
+    """Fetch the tip of ``branch`` (depth 1) from the remote; its SHA, or None when the remote
+    has no such branch. The fetched commit is in the clone but nothing is checked out."""
     remote = _require_remote(repo)
+    done = attempt(
+        repo, "fetch", "--quiet", "--no-tags", "--depth", "1", remote, f"refs/heads/{branch}",
+        env=transport.env, secrets=transport.secrets, timeout=transport.timeout,
+    )  # fmt: skip
+    if not done.ok:
+        if "couldn't find remote ref" in done.stdout + done.stderr:
+            return None
+        raise done.error(transport.secrets)
+    return git(repo, "rev-parse", "--verify", "FETCH_HEAD^{commit}").strip()
+
+
+def reset_to(repo: Path | str, sha: str) -> None:
+    """Move the checked-out branch to commit ``sha``, dropping local changes."""
+    git(repo, "reset", "--quiet", "--hard", sha)
+
+
+def reset_to_fetched(repo: Path | str, branch: str, transport: Transport) -> None:
+    """Fetch the tip of ``branch`` and move to it, dropping local changes and commits.
+
+    A shallow clone fetches only the tip (depth 1); a clone with the whole history keeps it.
+    """
+    remote = _require_remote(repo)
+    depth = ("--depth", "1") if is_shallow(repo) else ()
     git(
-        repo, "fetch", "--quiet", "--depth", "1", remote, f"refs/heads/{branch}",
+        repo, "fetch", "--quiet", "--no-tags", *depth, remote, f"refs/heads/{branch}",
         env=transport.env, secrets=transport.secrets, timeout=transport.timeout,
     )  # fmt: skip
     git(repo, "reset", "--quiet", "--hard", "FETCH_HEAD")
+
+
+# -- the git program -------------------------------------------------------------------------
+
+
+def parse_git_version(text: str) -> Version | None:
+    """The version in ``git --version``'s output (``git version 2.39.5``, ``2.39.3 (Apple
+    Git-145)``, ``2.45.1.windows.1``), None when it names none."""
+    match = re.search(r"\b(\d+(?:\.\d+){1,2})", text)
+    if match is None:
+        return None
+    try:
+        return Version(match[1])
+    except InvalidVersion:  # pragma: no cover (the pattern only matches valid versions)
+        return None
+
+
+def git_version() -> Version | None:
+    """The version of the ``git`` on PATH, None when its output names none."""
+    return parse_git_version(proc.run(("git", "--version")))
+
+
+def require_git(minimum: str, feature: str, found: Version | None = None) -> None:
+    """:class:`GitError` naming ``minimum`` when git (``found``, default the one on PATH) is
+    older than ``minimum``, which ``feature`` needs."""
+    found = git_version() if found is None else found
+    if found is None or found < Version(minimum):
+        what = f"git {found}" if found else "a git whose version could not be read"
+        raise GitError(
+            f"{feature} needs git {minimum} or later; this machine has {what}: install a newer "
+            "git in the job image"
+        )
+
+
+# -- history (GitPython) ---------------------------------------------------------------------
+
+
+def _gitpython() -> ModuleType:
+    """GitPython, imported when first needed: its import fails without git on PATH, and the
+    package must import (and say what is missing) on such a machine too."""
+    try:
+        import git as gitpython  # noqa: PLC0415
+    except ImportError as err:
+        raise GitError(
+            f"Cannot find command 'git' (GitPython: {str(err).splitlines()[0]}): is it installed "
+            "and on PATH?"
+        ) from None
+    return gitpython
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One commit that changed a folder: its SHA, committer time (unix), message and the text
+    of the asked-for files in that folder as the commit has them (absent ones left out)."""
+
+    sha: str
+    time: int
+    message: str
+    files: Mapping[str, str]
+
+
+def file_history(
+    repo: Path | str,
+    folder: str,
+    names: Sequence[str],
+    *,
+    rev: str = "HEAD",
+    max_count: int | None = None,
+) -> tuple[Revision, ...]:
+    """The commits of ``rev``'s first-parent history that changed ``folder``, newest first, each
+    with the files ``names`` of ``folder`` at that commit (read with GitPython).
+
+    First parent: a merged merge request counts once, as its merge commit, and the commits of
+    its branch are not states the branch ever had. The history stops where a shallow clone does.
+    Every git process GitPython starts ends before this returns.
+    """
+    gitpython = _gitpython()
+    found = []
+    with gitpython.Repo(repo) as handle:
+        commits = handle.iter_commits(rev, paths=folder, max_count=max_count, first_parent=True)
+        for item in commits:
+            files = {}
+            for name in names:
+                try:
+                    blob = item.tree / f"{folder.strip('/')}/{name}"
+                except KeyError:
+                    continue
+                files[name] = blob.data_stream.read().decode("utf-8", errors="replace")
+            message = item.message if isinstance(item.message, str) else item.message.decode()
+            found.append(Revision(item.hexsha, int(item.committed_date), message, files))
+    return tuple(found)
 
 
 def _require_remote(repo: Path | str) -> str:

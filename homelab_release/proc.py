@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TypedDict, Unpack, cast
 
+from homelab_release.context import read_environment
 from homelab_release.errors import CommandError, ReleaseError
 from homelab_release.secrets import HiddenText, redact
 
@@ -97,7 +98,7 @@ def attempt(
     argv = tuple(argv)
     secrets = tuple(secrets)
     shown = tuple(redact(arg, secrets) for arg in argv)
-    full_env = {**os.environ, **env} if env else None
+    full_env = {**read_environment(), **env} if env else None
     log.debug("running %s", " ".join(shown))
     try:
         returncode, stdout, stderr = _communicate(argv, cwd, full_env, input_text, timeout)
@@ -198,7 +199,9 @@ def stream(
     """
     argv = tuple(argv)
     shown = tuple(redact(arg, tuple(secrets)) for arg in argv)
-    full_env = dict(env or {}) if not inherit_env else ({**os.environ, **env} if env else None)
+    full_env = (
+        dict(env or {}) if not inherit_env else ({**read_environment(), **env} if env else None)
+    )
     log.debug("running %s", " ".join(shown))
     try:
         child = subprocess.Popen(

@@ -34,6 +34,8 @@ class RunReport:
 
     ``planned`` names the services the run set out to build; those without a successful build
     count as failed. ``error`` is the message of the error that ended the run early, if any.
+    ``changed_files`` is the number of changed files when ``changes`` does not list them (the
+    writer of a child pipeline has the parent's count, not its list).
     """
 
     environment: str
@@ -44,6 +46,7 @@ class RunReport:
     commit: str | None = None
     latest: tuple[LatestMove, ...] = ()
     error: str = ""
+    changed_files: int | None = None
 
     @property
     def built(self) -> tuple[ServiceBuild, ...]:
@@ -83,7 +86,7 @@ def report_data(report: RunReport) -> dict[str, object]:
     return {
         "environment": report.environment,
         "tag": report.tag,
-        "changes": _changes(report.changes),
+        "changes": _changes(report.changes, report.changed_files),
         "builds": [_build(b) for b in report.builds],
         "failed": list(report.failed),
         "manifests_commit": report.commit,
@@ -95,7 +98,7 @@ def report_data(report: RunReport) -> dict[str, object]:
     }
 
 
-def _changes(changes: ChangeSet | None) -> dict[str, object] | None:
+def _changes(changes: ChangeSet | None, count: int | None) -> dict[str, object] | None:
     if changes is None:
         return None
     return {
@@ -103,7 +106,7 @@ def _changes(changes: ChangeSet | None) -> dict[str, object] | None:
         "head": changes.head,
         "reason": changes.reason,
         "services": list(changes.services),
-        "files": len(changes.files),
+        "files": len(changes.files) if count is None else count,
     }
 
 

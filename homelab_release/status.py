@@ -17,6 +17,7 @@ from homelab_release.config import Environment, ReleaseConfig
 from homelab_release.errors import OverlayError
 from homelab_release.gitops import checkout
 from homelab_release.overlay import ImageEntry, first_by_name, read_overlay_images
+from homelab_release.versions import current_version
 from homelab_release.workspace import Workspace
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "Status",
     "age",
     "environment_status",
+    "same_image",
     "status_data",
 ]
 
@@ -48,6 +50,7 @@ class EnvironmentStatus:
     images: tuple[ServiceImage, ...]
     behind: tuple[str, ...]
     problem: str = ""
+    version: str | None = None  # the highest release version its images carry, if any
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ def environment_status(
             images[e.name],
             _behind(images[e.name], images.get(e.promote_from or "")),
             raw[e.name][1],
+            _version(images[e.name]),
         )
         for e in cfg.environments
     )
@@ -109,6 +113,21 @@ def _images(
     return tuple(out)
 
 
+def _version(images: tuple[ServiceImage, ...]) -> str | None:
+    found = current_version(image.entry.new_tag for image in images if image.entry)
+    return str(found) if found else None
+
+
+def same_image(one: ImageEntry | None, two: ImageEntry | None) -> bool:
+    """Whether two entries name the same image: the same repository and digest when both have a
+    digest (a release's ``1.4.0`` and stage's commit tag are one image), else equal entries."""
+    if one is None or two is None:
+        return one is two
+    if one.digest and two.digest:
+        return (one.new_name or one.name, one.digest) == (two.new_name or two.name, two.digest)
+    return one == two
+
+
 def _behind(
     mine: tuple[ServiceImage, ...], source: tuple[ServiceImage, ...] | None
 ) -> tuple[str, ...]:
@@ -118,7 +137,8 @@ def _behind(
     return tuple(
         image.service
         for image in mine
-        if theirs.get(image.service) is not None and theirs[image.service] != image.entry
+        if theirs.get(image.service) is not None
+        and not same_image(theirs[image.service], image.entry)
     )
 
 
@@ -137,6 +157,7 @@ def status_data(status: Status) -> dict[str, object]:
             {
                 "name": e.name,
                 "promote_from": e.promote_from,
+                "version": e.version,
                 "behind": list(e.behind),
                 "problem": e.problem,
                 "services": {

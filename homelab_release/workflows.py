@@ -106,7 +106,8 @@ def promote(
     with checkout(remote) as tree:
         if dry_run:
             return PromoteResult(source.name, target.name, apply(tree))
-        promotion, published = publish(tree, remote, apply, message, author=ws.config.author)
+        with ws.writer(target.name) as writer:
+            promotion, published = publish(tree, remote, apply, message, writer=writer)
     return PromoteResult(source.name, target.name, promotion, published)
 
 
@@ -125,6 +126,12 @@ def _target_environment(cfg: ReleaseConfig, name: str | None, context: CiContext
 
 
 def _source_environment(cfg: ReleaseConfig, target: Environment) -> Environment:
+    if target.versions is not None:
+        raise PromotionError(
+            f"environment {target.name!r} takes versioned releases (versions = "
+            f"{str(target.versions)!r}), not promotions: push a tag like v1.4.0 (the release job "
+            "runs homelab-release release), or remove its versions policy"
+        )
     if target.promote_from is None:
         raise PromotionError(
             f"environment {target.name!r} has no promote_from; set "
@@ -187,7 +194,9 @@ def plan(
             entries = develop_entries(ws, develop, planned, read_overlay_images(overlay))
             edit = apply_overlay_entries(overlay, entries, dry_run=True)
         promotions = tuple(
-            _plan_promotion(tree, ws.config, e) for e in ws.config.environments if e.promote_from
+            _plan_promotion(tree, ws.config, e)
+            for e in ws.config.environments
+            if e.promote_from and e.versions is None  # releases go there, not promotions
         )
     return Plan(develop.changes, develop.tag, environment, references, edit, promotions)
 

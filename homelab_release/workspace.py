@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from homelab_release import git
-from homelab_release.config import ReleaseConfig, load_config
+from homelab_release.config import WRITE_MODES, ReleaseConfig, load_config
 from homelab_release.context import CiContext
 from homelab_release.errors import ConfigError
-from homelab_release.gitops import ManifestsRemote
+from homelab_release.gitops import ManifestsRemote, MergeRequest, Writer
+from homelab_release.signing import check_signing_key, signing_key
 
 __all__ = ["REPORT_FOLDER", "Workspace"]
 
@@ -61,6 +63,46 @@ class Workspace:
             )
         branch = self.config.manifests_branch
         return ManifestsRemote.from_url(url, branch, self.context.git_credentials)
+
+    def write_mode(self, environment: str) -> str:
+        """How ``environment``'s overlay is written: its ``write`` setting, else
+        ``HOMELAB_RELEASE_WRITE``, else ``push``."""
+        mode = self.config.environment(environment).write or self.context.write_mode or "push"
+        if mode not in WRITE_MODES:
+            raise ConfigError(
+                f"HOMELAB_RELEASE_WRITE = {mode!r}; use " + " or ".join(map(repr, WRITE_MODES))
+            )
+        return mode
+
+    def merge_request(self, environment: str) -> MergeRequest | None:
+        """The merge request ``environment``'s writes go through, None in ``push`` mode."""
+        if self.write_mode(environment) != "merge-request":
+            return None
+        labels = self.config.environment(environment).merge_request_labels
+        return MergeRequest.for_environment(environment, self.config.manifests_branch, labels)
+
+    @property
+    def _signing(self) -> tuple[str, str]:
+        """The signing key's path and the setting that named it ('' when commits are unsigned)."""
+        if self.config.signing_key:
+            return self.config.signing_key, "manifests.signing_key"
+        return self.context.signing_key, "HOMELAB_RELEASE_SIGNING_KEY"
+
+    def check_writer(self, environment: str) -> None:
+        """Everything :meth:`writer` checks (the write mode, the signing key), before a workflow
+        builds or changes anything."""
+        self.merge_request(environment)
+        path, setting = self._signing
+        check_signing_key(path, setting=setting)
+
+    @contextmanager
+    def writer(self, environment: str) -> Iterator[Writer]:
+        """How commits to ``environment``'s overlay are made: the author, the signing key (a
+        private copy, removed on exit) and the merge request of ``merge-request`` mode."""
+        request = self.merge_request(environment)
+        path, setting = self._signing
+        with signing_key(path, setting=setting) as key:
+            yield Writer(self.config.author, key, request)
 
     def report_folder(self, given: Path | str | None = None) -> Path:
         """Where ``build.env`` and ``release-report.json`` go: ``given``, else ``CI_PROJECT_DIR``

@@ -26,11 +26,12 @@ def repo(tmp_path: Path) -> GitRepo:
 
 @pytest.fixture(autouse=True)
 def _clean_ci_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests start without GitLab's CI_* variables, whatever the machine running them sets."""
+    """Tests start without GitLab's CI_* variables, homelab-release's own and an engine's,
+    whatever the machine running them sets."""
     import os
 
     for name in list(os.environ):
-        if name.startswith(("CI_", "GITLAB_")) and name != "CI":
+        if name.startswith(("CI_", "GITLAB_", "HOMELAB_RELEASE_", "DOCKER_")) and name != "CI":
             monkeypatch.delenv(name)
 
 

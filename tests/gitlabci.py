@@ -13,6 +13,18 @@ What gitlab-ci-local 4.60 derives, and how these helpers feed it (read from its 
   ``--force-shell-executor``, whose script runs in the project folder itself (or in
   ``.gitlab-ci-local/builds/<job>`` with ``--shell-isolation``): :func:`run_pipeline` callers pass
   the real folder with ``--variable CI_PROJECT_DIR=...``.
+* A trigger job runs a child pipeline from a parent job's artifact (``trigger: include:
+  artifact:``) in the same state folder, its jobs' names shown as ``[trigger] -> job``; the
+  child's jobs get the trigger job's and the global variables and ``.gitlab-ci-local-variables.yml``
+  (:func:`write_local_variables`), but not the ``--variable`` values. ``strategy: depend`` is not
+  honoured: the trigger job passes and the exit code is 0 whatever the child's jobs did, so tests
+  read the child's job results from the output (:func:`job_results`).
+* With ``--shell-isolation`` each job runs in its own copy of the project
+  (``.gitlab-ci-local/builds/<job>``) and gets artifacts only through ``needs``/stages, but a job
+  with ``image:`` gets ``CI_PROJECT_DIR=/builds/...`` and no variable can name its own folder
+  (and the schema refuses an empty ``image``): the template tests run the jobs in the project
+  folder. Either way each job's ``artifacts: paths:`` are copied to
+  ``.gitlab-ci-local/artifacts/<safe job name>/`` (:func:`artifacts_folder`).
 * ``rules: changes:`` compare the work tree with ``origin/<default branch>``; ``--variable`` wins
   over job variables; ``services:`` are started with the container engine even under
   ``--force-shell-executor`` (so the templates take ``services`` as an input); ``resource_group``
@@ -22,6 +34,7 @@ What gitlab-ci-local 4.60 derives, and how these helpers feed it (read from its 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -106,6 +119,54 @@ def _environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("CI_", "GITLAB_", "DOCKER_"))}
 
 
+def write_local_variables(project: Path, variables: Mapping[str, str]) -> None:
+    """Write ``.gitlab-ci-local-variables.yml``: project variables, which reach child pipelines.
+
+    Each is written ``{type: variable, values: {"*": VALUE}}`` (a plain value starting with
+    ``/`` would be read as a file to load).
+    """
+    lines = [
+        f'{json.dumps(name)}: {{type: variable, values: {{"*": {json.dumps(value)}}}}}'
+        for name, value in variables.items()
+    ]
+    (project / ".gitlab-ci-local-variables.yml").write_text("\n".join(lines) + "\n")
+
+
+_JOB_LINE = re.compile(  # not gitlab-ci-local's own "pipeline finished in" line
+    r"^(?!pipeline finished)\s*(?:\[[^\]]+\] -> )?(?P<job>\S+)\s+(?P<what>starting|finished in)\b(?P<rest>.*)$"
+)
+
+
+def started_jobs(run: PipelineRun) -> list[str]:
+    """The jobs that started, child pipelines' included, in the order they started."""
+    return [
+        m["job"]
+        for m in map(_JOB_LINE.match, run.stdout.splitlines())
+        if m and m["what"] == "starting"
+    ]
+
+
+def job_results(run: PipelineRun) -> dict[str, int]:
+    """Each finished job's exit code (0 when it passed), child pipelines' jobs included (a
+    failed job's line is on stderr)."""
+    results = {}
+    for match in map(_JOB_LINE.match, run.output.splitlines()):
+        if match and match["what"] == "finished in":
+            failed = re.search(r"FAIL (\d+)", match["rest"])
+            results[match["job"]] = int(failed.group(1)) if failed else 0
+    return results
+
+
+def artifacts_folder(project: Path, job: str) -> Path:
+    """Where gitlab-ci-local keeps ``job``'s artifacts: its name with every run of characters
+    other than letters, digits, ``_`` and ``-`` written in unpadded base64url."""
+
+    def encode(match: re.Match[str]) -> str:
+        return base64.urlsafe_b64encode(match.group().encode()).decode().rstrip("=")
+
+    return project / ".gitlab-ci-local" / "artifacts" / re.sub(r"[^\w-]+", encode, job)
+
+
 def list_jobs(project: Path, variables: Mapping[str, str] | None = None) -> dict[str, str]:
     """``gitlab-ci-local --list-json``: each job's name and ``when`` under ``variables``."""
     run = run_pipeline(project, "--list-json", variables=variables, timeout=120)
@@ -122,7 +183,21 @@ def preview(project: Path, variables: Mapping[str, str] | None = None) -> str:
     run = run_pipeline(project, "--preview", variables=variables, timeout=120)
     if not run.ok:
         raise AssertionError(f"gitlab-ci-local --preview failed:\n{run.output}")
-    return run.stdout
+    return _document(run)
+
+
+def preview_file(project: Path, file: str) -> str:
+    """``gitlab-ci-local --preview --file FILE``: another pipeline file, e.g. a child pipeline."""
+    run = run_pipeline(project, "--preview", "--file", file, timeout=120)
+    if not run.ok:
+        raise AssertionError(f"gitlab-ci-local --preview --file {file} failed:\n{run.output}")
+    return _document(run)
+
+
+def _document(run: PipelineRun) -> str:
+    """The YAML document of ``--preview``, without the WARN lines printed before it."""
+    start = re.search(r"^---$", run.stdout, re.MULTILINE)
+    return run.stdout[start.start() :] if start else run.stdout
 
 
 def snapshot_source(checkout: Path, dest: Path) -> str:

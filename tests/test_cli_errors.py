@@ -236,3 +236,28 @@ def test_library_messages_name_the_parameter_and_the_command_line_the_flag(
     assert "--base" not in str(caught.value)
     assert main(["changes", "--repo", str(repo.path), "--base", "nope"]) == 1
     assert "SHA as --base (in a shallow clone" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("message", "parameter", "shown"),
+    [
+        ("pass to=ENV or run on a branch", "to", "pass --to ENV or run on a branch"),
+        ("SHA as base= (in a shallow clone", "base", "SHA as --base (in a shallow clone"),
+        (
+            "pass allow_downgrade=True to go back",
+            "allow_downgrade",
+            "pass --allow-downgrade to go back",
+        ),
+        ("promote with verify=False", "verify", "promote with --no-verify"),
+        ("pass images=vote to promote", "images", "pass --images vote to promote"),
+        ("nothing to change in base_ref=x", "base", "nothing to change in base_ref=x"),
+    ],
+)
+def test_for_command_line_turns_parameters_into_flags(
+    message: str, parameter: str, shown: str
+) -> None:
+    from homelab_release.errors import ReleaseError
+
+    error = ReleaseError(message, parameter=parameter)
+    assert str(error) == message
+    assert error.for_command_line() == shown

@@ -343,6 +343,22 @@ def test_text_without_variables_is_kept(text: str) -> None:
             "[environments.c]\npromote_from = 'b'\n",
             r"environments promote in a circle \(a -> c -> b -> a\)",
         ),
+        (
+            "[environments.p]\nversions = '>=1,<<2'\n",
+            r"environments\.p\.versions = '>=1,<<2' is not",
+        ),
+        ("[environments.p]\nversions = 1\n", r"environments\.p\.versions must be a str"),
+        ("[environments.p]\nprereleases = true\n", r"environments\.p\.prereleases needs"),
+        (
+            "[environments.p]\nversions = '>=1'\nprereleases = 'yes'\n",
+            r"environments\.p\.prereleases must be a bool",
+        ),
+        ("[environments.p]\nwrite = 'mr'\n", r"environments\.p\.write = 'mr'; use 'push' or"),
+        (
+            "[environments.p]\nmerge_request_labels = 'x'\n",
+            r"environments\.p\.merge_request_labels must be a list of strings",
+        ),
+        ("[manifests]\nsigning_key = 1\n", r"manifests\.signing_key must be a str"),
     ],
 )
 def test_errors_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:
@@ -407,3 +423,22 @@ def test_author_default_and_override(tmp_path: Path) -> None:
     assert load_config(tmp_path, env={}).author == "homelab-release <homelab-release@localhost>"
     write_config(tmp_path, '[manifests]\nauthor = "Bot <bot@example.com>"\n')
     assert load_config(tmp_path, env={}).author == "Bot <bot@example.com>"
+
+
+def test_release_controls_per_environment(tmp_path: Path) -> None:
+    write_config(
+        tmp_path,
+        "[manifests]\nsigning_key = '${KEY_FILE}'\n"
+        "[environments.stage]\n"
+        "[environments.prod]\npromote_from = 'stage'\nversions = '>=1.0,<2'\n"
+        "prereleases = true\nwrite = 'merge-request'\nmerge_request_labels = ['release', 'prod']\n",
+    )
+    config = load_config(tmp_path, env={"KEY_FILE": "/run/key"})
+    assert config.signing_key == "/run/key"
+    stage, prod = config.environments
+    assert (stage.versions, stage.write, stage.merge_request_labels) == (None, None, ())
+    assert prod.versions is not None
+    assert str(prod.versions.specifier) == "<2,>=1.0"
+    assert prod.versions.prereleases is True
+    assert prod.write == "merge-request"
+    assert prod.merge_request_labels == ("release", "prod")

@@ -58,7 +58,7 @@ def test_demo_runs_the_whole_flow_on_buildah_and_cleans_up(
     assert "build engine: buildah, no daemon" in out
     headings = re.findall(r"^=== (\d+)\. (.*)$", out, re.MULTILINE)
     assert headings == [(str(n), step.title) for n, step in enumerate(STEPS, 1)]
-    step1, step2, step3, step4 = steps_of(out)
+    step1, step2, step3, step4, step5, step6 = steps_of(out)
     for service in ("vote", "result", "worker", "tally"):
         assert re.search(rf"^{service}\s+built\s", step1, re.MULTILINE)
     assert "develop overlay: committed" in step1
@@ -66,10 +66,25 @@ def test_demo_runs_the_whole_flow_on_buildah_and_cleans_up(
     assert built_in_step2 == ["vote"]
     assert "promote develop -> stage:" in step3
     assert "stage overlay: committed" in step3
-    assert "ENVIRONMENT  SERVICE" in step4
-    assert "is behind" not in step4
+    assert "release 1.0.0 to prod, images of stage:" in step4
+    assert "prod overlay: committed" in step4
+    assert (
+        len(
+            re.findall(
+                r"^  (vote|result|worker|tally): .*:1\.0\.0@sha256:\w+ \(tag created\)$",
+                step4,
+                re.MULTILINE,
+            )
+        )
+        == 4
+    )
+    assert "develop (k8s/overlays/develop on k8s-manifests), newest first:" in step5
+    assert len(re.findall(r"^[0-9a-f]{12} ", step5, re.MULTILINE)) == 3  # two builds + the layout
+    assert "ENVIRONMENT  SERVICE" in step6
+    assert "is behind" not in step6
+    assert "prod runs version 1.0.0" in step6
     assert "report:" not in out  # the reports are inside the sandbox, removed at the end
-    assert re.search(r"^stage\s+tally\s", step4, re.MULTILINE)
+    assert re.search(r"^stage\s+tally\s", step6, re.MULTILINE)
     assert out.rstrip().splitlines()[-1] == FINAL
     assert list(demo_env.glob("homelab-release-demo-*")) == []
 

@@ -52,7 +52,7 @@ def test_age(seconds: float, text: str) -> None:
 
 def test_status_before_any_build_shows_empty_environments(box: Sandbox) -> None:
     status = environment_status(box.repos.work, env=env_of(box, ZERO_SHA))
-    assert [e.name for e in status.environments] == ["develop", "stage"]
+    assert [e.name for e in status.environments] == ["develop", "stage", "prod"]
     for environment in status.environments:
         assert [i.service for i in environment.images] == ["result", "vote", "worker"]
         assert all(i.entry is None for i in environment.images)
@@ -76,9 +76,11 @@ def test_status_marks_stage_behind_develop(
     second = box.repos.commit("vote: change", "vote/app.sh")
     build_develop(box.repos.work, env=env_of(box, first))
     status = environment_status(box.repos.work, env=env_of(box, first))
-    develop, stage = status.environments
+    develop, stage, prod = status.environments
     assert stage.behind == ("vote",)
     assert develop.behind == ()
+    assert prod.behind == ("result", "vote", "worker"), "nothing released yet"
+    assert (develop.version, stage.version, prod.version) == (None, None, None)
     assert develop.images[1].commit == second
     text = render(status)
     assert "* stage is behind develop by vote" in text

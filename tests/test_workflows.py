@@ -18,6 +18,7 @@ from homelab_release.git import ZERO_SHA, git
 from homelab_release.images import ImageRef
 from homelab_release.overlay import ImageEntry, read_overlay_images
 from homelab_release.registry import image_exists, manifest_digest
+from homelab_release.releases import release
 from homelab_release.status import environment_status
 from homelab_release.workflows import BuildDevelopResult, build_develop, plan, promote
 from tests.githttp import git_http_server
@@ -389,7 +390,8 @@ def test_workflows_read_only_the_env_they_are_given(
     box: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The process environment holds wrong credentials and another engine: env= alone counts."""
-    env = push_env(box, ZERO_SHA)
+    # images of their own: the release tag 1.0.0 of the shared registry's homelab/* is another's
+    env = {**push_env(box, ZERO_SHA), "CI_REGISTRY_IMAGE": f"{box.registry.address}/env-only"}
     wrong = {
         "DOCKER_HOST": "unix:///nonexistent/docker.sock",
         "CI_REGISTRY_USER": "nobody",
@@ -402,14 +404,16 @@ def test_workflows_read_only_the_env_they_are_given(
     for key, value in wrong.items():
         monkeypatch.setenv(key, value)
     planned = plan(box.repos.work, env=env)
-    assert planned.references[0].startswith(f"{box.registry.address}/homelab/")
+    assert planned.references[0].startswith(f"{box.registry.address}/env-only/")
     built = build_develop(box.repos.work, env=env)
     assert built.commit is not None
     assert all(b.ok for b in built.builds)
     promoted = promote(box.repos.work, env={**env, "CI_COMMIT_BRANCH": "stage"})
     assert promoted.commit is not None
+    released = release(box.repos.work, env={**env, "CI_COMMIT_TAG": "v1.0.0"})
+    assert released.commit is not None
     status = environment_status(box.repos.work, env=env)
-    assert {e.name for e in status.environments} == {"develop", "stage"}
+    assert {e.name for e in status.environments} == {"develop", "stage", "prod"}
     assert all(i.entry is not None for e in status.environments for i in e.images)
 
 

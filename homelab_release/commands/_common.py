@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -53,12 +54,24 @@ def short(sha: str | None, length: int = 12) -> str:
     return sha[:length] if sha else "-"
 
 
+def short_digest(digest: str | None, length: int = 12) -> str:
+    """The hex digits of ``sha256:...`` shortened for people ('-' when absent)."""
+    return short(digest.split(":")[-1] if digest else None, length)
+
+
 @contextmanager
 def section(
-    name: str, title: str, out: TextIO, *, in_ci: bool, collapsed: bool = False
+    name: str,
+    *,
+    out: TextIO | None = None,
+    in_ci: bool | None = None,
+    collapsed: bool = False,
 ) -> Iterator[None]:
-    """A collapsible section in GitLab's job log; a plain ``== title`` heading elsewhere."""
-    if not in_ci:
+    """A collapsible section ``homelab-release: NAME`` in GitLab's job log (``in_ci``, default
+    read from the context); a plain ``== title`` heading elsewhere. ``out``: default stdout."""
+    out = out or sys.stdout
+    title = f"homelab-release: {name}"
+    if not (CiContext.from_env().in_ci if in_ci is None else in_ci):
         print(f"== {title}", file=out, flush=True)
         yield
         return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from homelab_release.commands._common import (
     add_engine_options,
@@ -12,7 +11,7 @@ from homelab_release.commands._common import (
     short,
     table,
 )
-from homelab_release.context import CiContext
+from homelab_release.develop import DEFAULT_WORKERS
 from homelab_release.workflows import BuildDevelopResult, ServiceBuild, build_develop
 
 __all__ = ["register", "run", "short_reference", "summary"]
@@ -33,7 +32,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--base", help="compare from this ref (default: chosen from CI_* variables)"
     )
     parser.add_argument(
-        "--workers", type=int, default=4, help="builds at the same time (default: 4)"
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help=f"builds at the same time (default: {DEFAULT_WORKERS})",
     )
     parser.add_argument("--report-dir", help="where build.env and release-report.json go")
     add_engine_options(parser)
@@ -41,8 +43,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    in_ci = CiContext.from_env().in_ci
-    with section("build_develop", "homelab-release: build_develop", sys.stdout, in_ci=in_ci):
+    with section("build_develop"):
         result = build_develop(
             args.repo,
             environment=args.environment,

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from homelab_release.commands._common import add_repo_option, section, short
-from homelab_release.context import CiContext
 from homelab_release.workflows import PromoteResult, promote
 
 __all__ = ["register", "run", "summary"]
@@ -36,8 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    in_ci = CiContext.from_env().in_ci
-    with section("promote", "homelab-release: promote", sys.stdout, in_ci=in_ci):
+    with section("promote"):
         result = promote(
             args.repo,
             to=args.to,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from homelab_release.commands._common import add_repo_option, short, table
+from homelab_release.commands._common import add_repo_option, short, short_digest, table
 from homelab_release.status import Status, age, environment_status, status_data
 
 __all__ = ["register", "render", "run"]
@@ -43,13 +43,15 @@ def render(status: Status) -> str:
                     environment.name,
                     image.service + mark,
                     short(entry.new_tag, 12) if entry and entry.new_tag else "-",
-                    short(entry.digest.split(":")[-1], 12) if entry and entry.digest else "-",
+                    short_digest(entry.digest if entry else None),
                     short(image.commit),
                     when,
                 )
             )
     lines = [table(("ENVIRONMENT", "SERVICE", "TAG", "DIGEST", "COMMIT", "AGE"), rows)]
     for environment in status.environments:
+        if environment.version:
+            lines.append(f"{environment.name} runs version {environment.version}")
         if environment.problem:
             lines.append(f"{environment.name}: {environment.problem}")
         if environment.behind:

@@ -18,13 +18,17 @@ from typing import TextIO
 
 from homelab_release.build import refusal
 from homelab_release.commands import build_develop as build_command
+from homelab_release.commands import history as history_command
 from homelab_release.commands import promote as promote_command
+from homelab_release.commands import release as release_command
 from homelab_release.commands import status as status_command
 from homelab_release.config import ReleaseConfig, load_config
 from homelab_release.demo.box import Sandbox
 from homelab_release.engines.docker import DockerBuilder
 from homelab_release.errors import ReleaseError
 from homelab_release.git import ZERO_SHA
+from homelab_release.history import history
+from homelab_release.releases import release
 from homelab_release.status import environment_status
 from homelab_release.workflows import build_develop, promote
 
@@ -37,6 +41,8 @@ __all__ = [
     "first_push",
     "play",
     "promote_to_stage",
+    "release_to_prod",
+    "show_history",
     "show_status",
 ]
 
@@ -116,6 +122,20 @@ def promote_to_stage(scene: Scene) -> None:
     scene.show(promote_command.summary(promote(scene.box.repos.work, env=env)))
 
 
+def release_to_prod(scene: Scene) -> None:
+    """A tag pipeline for v1.0.0: stage's images get the tag 1.0.0 (by digest) and prod names them."""
+    env = {**scene.push_env(before=scene.box.repos.head()), "CI_COMMIT_TAG": "v1.0.0"}
+    env.pop("CI_COMMIT_BRANCH")  # a tag pipeline has no branch
+    scene.show(release_command.summary(release(scene.box.repos.work, env=env)))
+
+
+def show_history(scene: Scene) -> None:
+    """``homelab-release history --env develop``: the states a rollback can go back to."""
+    env = scene.push_env(before=scene.box.repos.head())
+    found = history(scene.box.repos.work, environment="develop", env=env)
+    scene.show(history_command.render(found))
+
+
 def show_status(scene: Scene) -> None:
     """``homelab-release status``: which image each environment runs."""
     env = scene.push_env(before=scene.box.repos.head())
@@ -138,6 +158,8 @@ STEPS: tuple[Step, ...] = (
     Step(
         "Merge to stage: promote copies develop's images into stage (no rebuild)", promote_to_stage
     ),
+    Step("Tag v1.0.0: release tags stage's images 1.0.0 and writes prod", release_to_prod),
+    Step("homelab-release history --env develop: the states a rollback can restore", show_history),
     Step("homelab-release status: what each environment runs", show_status),
 )
 
