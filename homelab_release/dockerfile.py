@@ -226,7 +226,7 @@ def append_to_stage(text: str, instruction: str, target: str | None = None) -> s
 
     Here-documents are not recognised (a ``FROM`` line inside one would count as a stage).
     """
-    lines = text.splitlines(keepends=True)
+    lines = text.split("\n")  # as the parser reads it (str.splitlines also splits at \f, \x1c ...)
     spans = _instruction_spans(lines, escape_token(text))
     if spans is None:
         return None
@@ -242,10 +242,9 @@ def append_to_stage(text: str, instruction: str, target: str | None = None) -> s
         return None
     following = stages[chosen + 1] if chosen + 1 < len(stages) else len(spans)
     end = spans[following - 1][1]  # the last line of the stage's last instruction
-    head = "".join(lines[: end + 1])
-    if head and not head.endswith(("\n", "\r")):
-        head += "\n"
-    return f"{head}{instruction}\n{''.join(lines[end + 1 :])}"
+    return "\n".join([*lines[: end + 1], instruction, *lines[end + 1 :]]) + (
+        "" if end + 1 < len(lines) else "\n"
+    )
 
 
 def _instruction_spans(lines: list[str], escape: str) -> list[tuple[int, int, list[str]]] | None:

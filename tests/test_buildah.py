@@ -708,6 +708,24 @@ def test_labels_reach_the_image_as_buildahs_own_label_flags_put_them(  # noqa: P
     assert len(steps) == own_steps + (len(oci) + len(labels) if per_flag else 1), steps
 
 
+def test_a_dockerfile_that_is_not_utf8_is_built_as_it_is(
+    tmp_path: Path, buildah_env: Mapping[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # a copy with the LABEL step would replace the byte that is not UTF-8: the labels stay flags
+    caplog.set_level(logging.DEBUG)
+    context = worker_context(tmp_path / "ctx", slow=False)
+    dockerfile = context / "Dockerfile"
+    dockerfile.write_bytes(
+        b'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "echo", "caf\xe9"]\n'
+    )
+    built = build_image(context=context, repository="localhost/hr-latin1", tags=["t"],
+                        engine="buildah", push=False, env=buildah_env)  # fmt: skip
+    (command,) = [line for line in _messages(caplog) if " build --layers " in line]
+    assert f" --file {dockerfile} " in command
+    assert "--label org.opencontainers.image.created=" in command
+    assert built.image_id.startswith("sha256:")
+
+
 @pytest.mark.parametrize("suffix", [".dockerignore", ".containerignore"])
 def test_the_ignore_file_beside_the_dockerfile_still_applies(
     tmp_path: Path, buildah_env: Mapping[str, str], caplog: pytest.LogCaptureFixture, suffix: str

@@ -530,15 +530,15 @@ def _adapted(request: BuildRequest, dockerfile: str, info: BuildahInfo) -> tuple
       when ``--target`` names an earlier stage whose steps all come from cache: end the stage
       that is built (``--target``, else the last) with one ``LABEL`` instruction instead, as
       ``--label`` does from 1.30 on. Labels one line cannot hold (a line break in a value) stay
-      ``--label`` flags.
+      ``--label`` flags, and so do all labels when the file is not UTF-8 text.
     """
     text = dockerfile
     missing = global_args_missing(dockerfile) if info.version < GLOBAL_ARGS_VERSION else ()
     if missing:
         text = declare_global_args(text, missing)
         log.debug("%s: declaring %s before the first FROM", request.dockerfile, missing)
-    if not request.labels or info.version >= LABEL_STEP_VERSION:
-        return text, False
+    if not request.labels or info.version >= LABEL_STEP_VERSION or "\ufffd" in dockerfile:
+        return text, False  # (U+FFFD: bytes that are not UTF-8, which a copy would not keep)
     instruction = label_instruction(request.labels)
     labelled = append_to_stage(text, instruction, request.target) if instruction else None
     if labelled is None:
