@@ -424,10 +424,10 @@ class Watched:
     log: tuple[str, ...]
 
 
-def _watch(stop: threading.Event, password: str, seen: dict[str, set[object]]) -> None:
-    """Until ``stop``: record every command line holding ``password`` and every auth file."""
+def _watch(stop: threading.Event, password: str, seen: dict[str, set[object]], temp: Path) -> None:
+    """Until ``stop``: record every command line holding ``password`` and every auth file in
+    ``temp``."""
     needle = password.encode()
-    temp = Path(tempfile.gettempdir())
     while not stop.is_set():
         for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
             try:
@@ -478,10 +478,13 @@ def worker(
         "CI_REGISTRY_IMAGE": project,
         "CI_PROJECT_URL": "https://gitlab.example.com/homelab/go",
     }
-    before = set(Path(tempfile.gettempdir()).glob("homelab-release-buildah-*"))
+    # A temporary folder of this build's own: another build on the machine cannot look like ours.
+    temp = folder / "tmp"
+    temp.mkdir()
+    saved, tempfile.tempdir = tempfile.tempdir, str(temp)
     seen: dict[str, set[object]] = {"argv": set(), "auth": set()}
     stop = threading.Event()
-    watcher = threading.Thread(target=_watch, args=(stop, password, seen), daemon=True)
+    watcher = threading.Thread(target=_watch, args=(stop, password, seen, temp), daemon=True)
     records: list[str] = []
     handler = _Collect(records)
     package = logging.getLogger("homelab_release")
@@ -498,12 +501,13 @@ def worker(
             env=env,
         )
     finally:
+        tempfile.tempdir = saved
         stop.set()
         watcher.join()
         package.removeHandler(handler)
         package.setLevel(level)
-    after = set(Path(tempfile.gettempdir()).glob("homelab-release-buildah-*"))
-    homes = (Path(buildah_env["HOME"]), *(after - before), Path("/var/tmp/homelab-release-0"))
+    after = set(temp.glob("homelab-release-buildah-*"))
+    homes = (Path(buildah_env["HOME"]), temp, Path("/var/tmp/homelab-release-0"))
     return Watched(
         built=built,
         repository=repository,
@@ -511,7 +515,7 @@ def worker(
         password=password,
         argv_hits=tuple(str(hit) for hit in seen["argv"]),
         auth_files=tuple(sorted(mode for mode in seen["auth"])),  # type: ignore[misc]
-        leftovers=tuple(str(p) for p in after - before) + _files_holding(password, *homes),
+        leftovers=tuple(str(p) for p in after) + _files_holding(password, *homes),
         log=tuple(records),
     )
 
