@@ -16,7 +16,6 @@ job hands every job's :class:`ServiceBuild` (read back from its record, see
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +27,7 @@ from typing import Any
 from homelab_release import git
 from homelab_release.build import CREATED_LABEL, BuildDurations, build_image, build_request
 from homelab_release.changes import ChangeSet, detect_changes
-from homelab_release.config import Environment, ReleaseConfig, Service
+from homelab_release.config import Environment, ReleaseConfig, Service, check_sources
 from homelab_release.engines.base import Engine
 from homelab_release.engines.choice import make_engine
 from homelab_release.errors import ConfigError, ReleaseError
@@ -317,24 +316,10 @@ def _target(ws: Workspace, service: Service, registry: str) -> BuildTarget:
 
 
 def _require_sources(ws: Workspace, service: Service) -> None:
-    """The build context must be a folder and the Dockerfile a file: checked here unless loading
-    the configuration from this tree checked it (a plan may hold hundreds of services)."""
-    if ws.config.sources_checked and ws.config.root == ws.root:
-        return
-    root = str(ws.root)
-    inside = service.dockerfile.startswith(f"{service.context.rstrip('/')}/")
-    dockerfile = os.path.isfile(os.path.join(root, service.dockerfile))  # noqa: PTH113, PTH118
-    if dockerfile and inside:
-        return
-    for key, relative, kind, found in (
-        ("context", service.context, "folder", os.path.isdir(os.path.join(root, service.context))),  # noqa: PTH112, PTH118
-        ("dockerfile", service.dockerfile, "file", dockerfile),
-    ):
-        if not found:
-            raise ConfigError(
-                f"{ws.config.where}: services.{service.name}.{key} = {relative!r}: no such {kind} "
-                f'in {ws.root}; fix the path or add [services.{service.name}] {key} = "..."'
-            )
+    """The build context and Dockerfile must exist in this tree: checked by :func:`check_sources`
+    unless loading the configuration from this tree did (a plan may hold hundreds of services)."""
+    if not (ws.config.sources_checked and ws.config.root == ws.root):
+        check_sources(ws.root, ws.config.where, service)
 
 
 # -- building ----------------------------------------------------------------------------------

@@ -539,7 +539,7 @@ def test_fan_out_refuses_an_overlay_missing_before_any_build(box: Sandbox) -> No
 
 
 def test_a_hand_made_config_has_its_sources_checked_when_planned(tmp_path: Path) -> None:
-    from homelab_release.config import Environment, ReleaseConfig, Service
+    from homelab_release.config import Environment, ReleaseConfig, Service, load_config
     from homelab_release.context import CiContext
     from homelab_release.develop import plan_services
 
@@ -551,13 +551,27 @@ def test_a_hand_made_config_has_its_sources_checked_when_planned(tmp_path: Path)
     services = (
         Service("vote", ("vote/**/*",), "vote", "vote/Dockerfile", "vote"),
         Service("poll", ("poll/**/*",), "poll", "poll/Dockerfile", "poll"),
+        Service("vtoe", ("vtoe/**/*",), "vtoe", "vtoe/Dockerfile", "vtoe"),
+        Service("web", ("vote/**/*",), "vote", "vote/Containerfile", "web"),
     )
     develop = (Environment("develop", "k8s/overlays/develop"),)
     config = ReleaseConfig(tmp_path, registry=REGISTRY, services=services, environments=develop)
     ws = Workspace(tmp_path, config, CiContext.from_env({}), {})
     assert plan_services(ws, ["vote"]).services == ("vote",)
-    with pytest.raises(ConfigError, match=r"services\.poll\.context = 'poll': no such folder"):
+    with pytest.raises(ConfigError, match=r"\[services\.poll\]: its build context 'poll' is not a"):
         plan_services(ws, ["poll"])
+    with pytest.raises(ConfigError, match="Dockerfile 'vote/Containerfile' does not exist"):
+        plan_services(ws, ["web"])
+    # The same failure reads the same as when the configuration is loaded: one check.
+    with pytest.raises(ConfigError) as planned:
+        plan_services(ws, ["vtoe"])
+    assert "(did you mean [services.vote]?)" in str(planned.value)
+    (tmp_path / "homelab-release.toml").write_text("[services.vote]\n[services.vtoe]\n")
+    with pytest.raises(ConfigError) as loaded:
+        load_config(tmp_path)
+    assert str(planned.value).removeprefix(config.where) == str(loaded.value).removeprefix(
+        str(tmp_path / "homelab-release.toml")
+    )
 
 
 def small_monorepo(root: Path, services: tuple[str, ...] = ("vote", "result")) -> str:
