@@ -120,7 +120,8 @@ class JobSettings:
     ``services:`` entries), ``build_variables``, ``build_setup`` (``before_script`` lines run
     before the set-up, e.g. installing tools) and ``build_args`` (options of build-service);
     the writer gets ``publish_args`` and ``resource_group``. ``write`` is the template's
-    ``HOMELAB_RELEASE_WRITE`` (push or merge-request mode), which every child job gets too.
+    ``HOMELAB_RELEASE_WRITE`` (push or merge-request mode), which every child job gets too;
+    :func:`~homelab_release.fanout.generate` fills it in from the environment it reads.
     """
 
     image: str

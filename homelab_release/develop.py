@@ -9,20 +9,18 @@ image of a later commit). ``plan`` is a dry run of the same path.
 The child-pipeline strategy (:mod:`homelab_release.fanout`) runs the same steps in separate jobs:
 the parent plans, each build job builds one service of :func:`plan_services`, and the writer
 job hands every job's :class:`ServiceBuild` (read back from its record, see
-:mod:`homelab_release.buildrecords`) to :func:`publish_recorded` inside :func:`recorded`, as
-:func:`build_develop` does.
+:mod:`homelab_release.buildrecords`) to :func:`publish_recorded` inside
+:func:`~homelab_release.reports.recorded`, as :func:`build_develop` does.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from homelab_release import git
 from homelab_release.build import CREATED_LABEL, BuildDurations, build_image, build_request
@@ -43,7 +41,7 @@ from homelab_release.overlay import (
     first_by_name,
     read_overlay_images,
 )
-from homelab_release.reports import RunReport, write_reports
+from homelab_release.reports import RunRecord, RunReport, recorded
 from homelab_release.workspace import Workspace
 
 __all__ = [
@@ -52,7 +50,6 @@ __all__ = [
     "BuildTarget",
     "DevelopPlan",
     "Publication",
-    "RunRecord",
     "ServiceBuild",
     "build_develop",
     "build_service",
@@ -63,7 +60,6 @@ __all__ = [
     "plan_services",
     "publish_develop",
     "publish_recorded",
-    "recorded",
     "require_overlay",
     "service_target",
 ]
@@ -177,7 +173,8 @@ def build_develop(
     ws = Workspace.open(repo, config, env)
     if cache_repo is not None:
         ws = replace(ws, config=replace(ws.config, cache_repo=cache_repo))
-    with recorded(ws.report_folder(report_dir), RunReport(environment)) as record:
+    folder = ws.report_folder(report_dir)
+    with recorded(folder, RunReport(environment), ws.context.secrets) as record:
         plan = plan_develop(ws, environment=environment, base=base, head=head)
         record.note(tag=plan.tag, changes=plan.changes, planned=plan.services)
         result = BuildDevelopResult(environment, plan.changes, plan.tag)
@@ -191,31 +188,6 @@ def build_develop(
                 builds = build_services(ws, plan, workers=workers, engine=engine)
                 result = publish_recorded(ws, plan, builds, record, tree=tree, remote=remote)
     return replace(result, reports=record.paths)
-
-
-@dataclass
-class RunRecord:
-    """What a develop run knows so far (mutable on purpose): :func:`recorded` writes the
-    reports from it when the run ends, however it ends."""
-
-    report: RunReport
-    paths: tuple[Path, ...] = ()
-
-    def note(self, **changes: Any) -> None:
-        self.report = replace(self.report, **changes)
-
-
-@contextmanager
-def recorded(folder: Path, report: RunReport) -> Iterator[RunRecord]:
-    """Write ``build.env`` and ``release-report.json`` into ``folder`` when the block ends, from
-    what it noted; with the message of the :class:`ReleaseError` that ended it, if one did."""
-    record = RunRecord(report)
-    try:
-        yield record
-    except ReleaseError as err:
-        write_reports(folder, replace(record.report, error=str(err)))
-        raise
-    record.paths = write_reports(folder, record.report)
 
 
 def publish_recorded(

@@ -58,6 +58,7 @@ from homelab_release.gitlabtext import parse_gitlab_array
 from homelab_release.overlay import read_overlay_images
 from homelab_release.secrets import HiddenText
 from homelab_release.workspace import Workspace
+from tests.faults import FallingEngine
 from tests.gitlabci import add_gitlab_origin, job_results, run_pipeline, started_jobs
 from tests.gitrepo import run_git
 
@@ -442,13 +443,13 @@ def test_fan_out_build_each_and_publish_land_one_commit_like_build_develop(box: 
         app.write_text(app.read_text() + "echo v2\n")
     head = box.repos.commit("vote, worker: v2")
     parent = box.pipeline_env(branch="develop", before=before, sha=head)
-    done = fan_out(work, SETTINGS, env=parent)
+    done = fan_out(work, settings=SETTINGS, env=parent)
     assert done.output == work / "child-pipeline.yml"
     assert done.output.read_text() == done.text
     assert json.loads((work / "changes.json").read_text())["services"] == ["vote", "worker"]
     assert done.pipeline.build_jobs == ("build:vote", "build:worker")
     env = child_env(box, done.pipeline, before)
-    records = [build_planned_service(work, s, env=env) for s in done.pipeline.services]
+    records = [build_planned_service(work, service=s, env=env) for s in done.pipeline.services]
     assert [r.path.name for r in records] == ["vote.json", "worker.json"]
     assert all(r.build.ok and r.build.tag == head for r in records)
     tip = run_git(box.repos.remote, "rev-parse", "k8s-manifests").strip()
@@ -489,6 +490,28 @@ def test_build_service_refuses_a_service_the_parent_did_not_plan_and_records_why
     assert "not in the parent pipeline's plan" in record["error"]
 
 
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [(RuntimeError("the engine fell over"), "RuntimeError: the engine fell over"),
+     (KeyboardInterrupt(), "KeyboardInterrupt")],
+)  # fmt: skip
+def test_a_build_job_that_an_unexpected_error_ends_still_writes_its_record(
+    box: Sandbox, tmp_path: Path, error: BaseException, text: str
+) -> None:
+    work = box.repos.work
+    head = git(work, "rev-parse", "HEAD").strip()
+    built = tmp_path / "built"
+    env = box.pipeline_env(branch="develop", before=head, sha=head)
+    engine = FallingEngine(error)
+    with pytest.raises(type(error)) as raised:
+        build_planned_service(work, service="vote", output=built, engine=engine, env=env)
+    assert raised.value is error
+    record = json.loads((built / "vote.json").read_text())
+    assert (record["service"], record["ok"], record["tag"]) == ("vote", False, head)
+    assert record["repository"] == f"{box.registry.address}/homelab/vote"
+    assert record["error"] == text
+
+
 def test_publish_with_a_failed_build_writes_the_others_and_exits_1(
     box: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -498,9 +521,11 @@ def test_publish_with_a_failed_build_writes_the_others_and_exits_1(
         app = work / service / "app.sh"
         app.write_text(app.read_text() + "echo v3\n")
     head = box.repos.commit("vote, result: v3")
-    done = fan_out(work, SETTINGS, env=box.pipeline_env(branch="develop", before=before, sha=head))
+    done = fan_out(
+        work, settings=SETTINGS, env=box.pipeline_env(branch="develop", before=before, sha=head)
+    )
     env = child_env(box, done.pipeline, before)
-    build_planned_service(work, "vote", env=env)  # result's build job never reports
+    build_planned_service(work, service="vote", env=env)  # result's build job never reports
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert main(["publish-develop", "--repo", str(work)]) == 1
@@ -534,7 +559,7 @@ def test_fan_out_refuses_an_overlay_missing_before_any_build(box: Sandbox) -> No
     with pytest.raises(
         ConfigError, match="overlay k8s/overlays/dev of environment develop does not exist"
     ):
-        fan_out(work, SETTINGS, env=env)
+        fan_out(work, settings=SETTINGS, env=env)
     assert not (work / "child-pipeline.yml").exists()
 
 
@@ -592,6 +617,16 @@ def small_monorepo(root: Path, services: tuple[str, ...] = ("vote", "result")) -
     run_git(root, "add", ".")
     run_git(root, "commit", "-qm", "change")
     return first
+
+
+def test_fan_out_gives_the_child_jobs_the_write_mode_of_the_env_it_reads(tmp_path: Path) -> None:
+    first = small_monorepo(tmp_path / "monorepo")
+    env = {"CI_PROJECT_DIR": str(tmp_path), "HOMELAB_RELEASE_WRITE": "merge-request"}
+    for settings, mode in ((SETTINGS, "merge-request"), (replace(SETTINGS, write="push"), "push")):
+        done = fan_out(
+            tmp_path / "monorepo", settings=settings, base=first, check_overlay=False, env=env
+        )
+        assert load(done.text)[JOB_TEMPLATE]["variables"]["HOMELAB_RELEASE_WRITE"] == mode
 
 
 def test_the_command_reads_the_template_options_as_gitlab_writes_them(
