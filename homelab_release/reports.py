@@ -182,12 +182,5 @@ def _build(build: ServiceBuild) -> dict[str, object]:
         "digest": build.digest,
         "error": build.error,
         "seconds": round(build.seconds, 2),
-        "phases": None
-        if phases is None
-        else {
-            "cache_pull": round(phases.cache_pull, 2),
-            "build": round(phases.build, 2),
-            "push": round(phases.push, 2),
-            "verify": round(phases.verify, 2),
-        },
+        "phases": None if phases is None else phases.as_dict(2),
     }
