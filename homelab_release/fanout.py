@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -188,7 +187,7 @@ def fan_out(
     target = Path(output) if output else folder / OUTPUT_NAME
     write_atomic(target, done.text)
     changes = folder / CHANGES_NAME
-    write_atomic(changes, json.dumps(dataclasses.asdict(done.plan.changes), indent=2) + "\n")
+    write_atomic(changes, done.plan.changes.to_json())
     log.info(
         "fan-out: %d build job(s) in %s: %s",
         len(done.pipeline.build_jobs),

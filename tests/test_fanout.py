@@ -646,8 +646,11 @@ def test_the_command_reads_the_template_options_as_gitlab_writes_them(
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "child pipeline: 2 build job(s), then the writer" in out
-    changes = json.loads((tmp_path / "homelab-release-reports" / "changes.json").read_text())
+    written = (tmp_path / "homelab-release-reports" / "changes.json").read_text()
+    changes = json.loads(written)
     assert (changes["base"], changes["services"]) == (first, ["result", "vote"])
+    assert main(["changes", "--repo", str(tmp_path / "monorepo"), "--base", first, "--json"]) == 0
+    assert capsys.readouterr().out == written, "changes.json is what changes --json prints"
     data = load(output.read_text())
     assert data[".homelab-release"]["tags"] == ["docker", "linux"]
     build = data[".homelab-release-build"]
