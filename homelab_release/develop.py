@@ -170,9 +170,7 @@ def build_develop(
     ``HOMELAB_RELEASE_ENGINE``, else auto. ``cache_repo``: the repository buildah caches every
     layer in instead of ``[build] cache_repo`` (``""``: none).
     """
-    ws = Workspace.open(repo, config, env)
-    if cache_repo is not None:
-        ws = replace(ws, config=replace(ws.config, cache_repo=cache_repo))
+    ws = Workspace.open(repo, config, env).with_cache_repo(cache_repo)
     folder = ws.report_folder(report_dir)
     with recorded(folder, RunReport(environment), ws.context.secrets) as record:
         plan = plan_develop(ws, environment=environment, base=base, head=head)
@@ -309,13 +307,13 @@ def build_services(
     The engine is chosen once for the run (see :func:`build_develop`); each build gets its own.
     """
     require_checked_out(ws, plan)
-    engine = engine_choice(ws, engine)
+    chosen = engine_choice(ws, engine)
     created = git.commit_time(ws.root, plan.changes.head)
     count = max(1, min(workers, len(plan.targets)))
     with ThreadPoolExecutor(max_workers=count) as pool:
         return tuple(
             pool.map(
-                lambda t: build_service(ws, plan, t, engine=engine, created=created), plan.targets
+                lambda t: build_service(ws, plan, t, engine=chosen, created=created), plan.targets
             )
         )
 
@@ -362,6 +360,8 @@ def build_service(
 
     ``latest`` is not pushed here: it follows the overlay once the entries are published.
     ``created`` (the commit's time) makes a rebuild of the same commit the same image.
+    ``engine`` is used as given (:func:`build_services` gives what :func:`engine_choice` chose
+    once for all builds); None chooses as :func:`engine_choice` does.
     """
     started = time.monotonic()
     log.info("%s: building %s:%s", target.service, target.repository, plan.tag[:12])
@@ -377,7 +377,7 @@ def build_service(
         )
         built = build_image(
             request,
-            engine=engine_choice(ws, engine),
+            engine=engine_choice(ws, None) if engine is None else engine,
             credentials=ws.context.registry_credentials,
             revision=plan.tag,
             source=ws.context.project_url or None,

@@ -228,9 +228,7 @@ def build_planned_service(
     returned, not raised; any other error (an interrupt included) is recorded, then raised. ``engine`` and
     ``cache_repo`` are those of :func:`~homelab_release.develop.build_develop`.
     """
-    ws = Workspace.open(repo, config, env)
-    if cache_repo is not None:
-        ws = replace(ws, config=replace(ws.config, cache_repo=cache_repo))
+    ws = Workspace.open(repo, config, env).with_cache_repo(cache_repo)
     folder = Path(output) if output else ws.report_folder() / BUILT_FOLDER
     planned = PlannedRun.from_variables(ws.context.variables)
     plan: DevelopPlan | None = None

@@ -619,6 +619,18 @@ def small_monorepo(root: Path, services: tuple[str, ...] = ("vote", "result")) -
     return first
 
 
+def test_a_cache_repo_given_to_a_workflow_replaces_the_configured_one(tmp_path: Path) -> None:
+    small_monorepo(tmp_path / "monorepo")
+    ws = Workspace.open(tmp_path / "monorepo", env={})
+    assert ws.config.cache_repo == "registry.example.com/m/cache"
+    assert ws.with_cache_repo(None) is ws
+    assert ws.with_cache_repo("").config.cache_repo == ""
+    assert ws.with_cache_repo("registry.example.com/m/layers").config.cache_repo == (
+        "registry.example.com/m/layers"
+    )
+    assert ws.config.cache_repo == "registry.example.com/m/cache", "a new workspace, this one kept"
+
+
 def test_fan_out_gives_the_child_jobs_the_write_mode_of_the_env_it_reads(tmp_path: Path) -> None:
     first = small_monorepo(tmp_path / "monorepo")
     env = {"CI_PROJECT_DIR": str(tmp_path), "HOMELAB_RELEASE_WRITE": "merge-request"}
