@@ -15,6 +15,7 @@ from homelab_release.build import BuildDurations, BuiltImage, build_image, push_
 from homelab_release.cli import main
 from homelab_release.demo.sandbox import DockerEngine, LocalRegistry, busybox_context
 from homelab_release.dockerfile import buildkit_features
+from homelab_release.engines.base import credential_secrets, step_count
 from homelab_release.engines.docker import DockerBuilder
 from homelab_release.errors import BuildError, ImageRefError, PushError
 from homelab_release.images import ImageRef
@@ -60,6 +61,13 @@ def test_push_order_puts_latest_last(tags: list[str] | str, expected: tuple[str,
 def test_push_order_rejects(tags: list[str], error: type[Exception]) -> None:
     with pytest.raises(error):
         push_order(tags)
+
+
+def test_the_helpers_every_engine_shares() -> None:
+    assert [step_count(n) for n in (0, 1, 2)] == ["0 steps", "1 step", "2 steps"]
+    password = HiddenText("s3cret")
+    assert credential_secrets(RegistryCredentials("user", password)) == (password,)
+    assert credential_secrets(None) == ()
 
 
 def test_build_durations_as_dict_gives_every_phase_in_order_rounded() -> None:
