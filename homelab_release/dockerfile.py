@@ -7,17 +7,20 @@ refused up front with a message that names the feature and the engine that can b
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 __all__ = [
     "BUILDKIT_FEATURES",
     "PLATFORM_ARGS",
+    "append_to_stage",
     "base_images",
     "buildkit_features",
     "declare_global_args",
+    "escape_token",
     "global_args_missing",
     "instructions",
+    "label_instruction",
     "platform_args_used",
     "read_dockerfile",
     "stage_args",
@@ -39,6 +42,8 @@ _ARG = re.compile(r"^ARG\s+(?P<names>.+)$", re.IGNORECASE)
 _FROM = re.compile(
     r"^FROM\s+(?:--\S+\s+)*(?P<image>\S+)(?:\s+AS\s+(?P<stage>\S+))?\s*$", re.IGNORECASE
 )
+_DIRECTIVE = re.compile(r"^#\s*(?P<name>[A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?P<value>\S.*?)\s*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _COPY_FROM = re.compile(r"^(?:COPY|ADD)\s+(?:--\S+\s+)*?--from=(?P<source>\S+)", re.IGNORECASE)
 
 #: Features only BuildKit-style builders run (buildah does; the Docker Engine's classic builder,
@@ -177,3 +182,94 @@ def instructions(text: str) -> Iterator[str]:
             pending = ""
     if pending.strip():
         yield pending.strip()
+
+
+def escape_token(text: str) -> str:
+    """The escape character of ``text`` (a Dockerfile): its ``# escape=`` parser directive, else
+    a backslash. Directives count only before the first comment, blank line or instruction."""
+    for line in text.splitlines():
+        directive = _DIRECTIVE.match(line.strip())
+        if directive is None:
+            break
+        if directive["name"].lower() == "escape":
+            return directive["value"]
+    return "\\"
+
+
+def label_instruction(labels: Mapping[str, str]) -> str | None:
+    """One ``LABEL 'key'='value' ...`` instruction that sets ``labels`` exactly as written.
+
+    Single quotes keep everything literal (no ``$`` expansion, no escape character); a ``'``
+    inside is written as ``"'"``. None when a label cannot be written on one line: no labels, an
+    empty key, a key with ``=`` (the parser splits the pair there), a control character.
+
+    >>> print(label_instruction({"revision": "abc", "note": "it's $HOME"}))
+    LABEL 'revision'='abc' 'note'='it'"'"'s $HOME'
+    """
+    pairs = []
+    for key, value in labels.items():
+        if not key or "=" in key or _CONTROL.search(key + value):
+            return None
+        pairs.append(f"{_single_quoted(key)}={_single_quoted(value)}")
+    return f"LABEL {' '.join(pairs)}" if pairs else None
+
+
+def _single_quoted(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def append_to_stage(text: str, instruction: str, target: str | None = None) -> str | None:
+    """``text`` (a Dockerfile) with ``instruction`` as the last instruction of the stage
+    ``target`` names (as ``--target`` does: ``AS name``, else the stage's number), or of the last
+    stage. None when there is no such stage, or the file ends inside an instruction (a last line
+    that continues).
+
+    Here-documents are not recognised (a ``FROM`` line inside one would count as a stage).
+    """
+    lines = text.split("\n")  # as the parser reads it (str.splitlines also splits at \f, \x1c ...)
+    spans = _instruction_spans(lines, escape_token(text))
+    if spans is None:
+        return None
+    stages = [i for i, (_, _, words) in enumerate(spans) if words[:1] == ["FROM"]]
+    names = [_stage_name(spans[i][2], n) for n, i in enumerate(stages)]
+    if not stages:
+        return None
+    if target is None:
+        chosen = len(stages) - 1
+    elif target in names:
+        chosen = names.index(target)
+    else:
+        return None
+    following = stages[chosen + 1] if chosen + 1 < len(stages) else len(spans)
+    end = spans[following - 1][1]  # the last line of the stage's last instruction
+    return "\n".join([*lines[: end + 1], instruction, *lines[end + 1 :]]) + (
+        "" if end + 1 < len(lines) else "\n"
+    )
+
+
+def _instruction_spans(lines: list[str], escape: str) -> list[tuple[int, int, list[str]]] | None:
+    """``(first line, last line, words)`` of each instruction (continuations joined, the keyword
+    upper-cased); None when the last instruction never ends."""
+    spans: list[tuple[int, int, list[str]]] = []
+    start: int | None = None
+    parts: list[str] = []
+    for index, raw in enumerate(lines):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue  # also inside a continued instruction: the parser drops these lines
+        start = index if start is None else start
+        continued = line.endswith(escape)
+        parts.append(line.removesuffix(escape) if continued else line)
+        if not continued:
+            words = " ".join(parts).split()
+            spans.append((start, index, [words[0].upper(), *words[1:]]))
+            start, parts = None, []
+    return None if start is not None else spans
+
+
+def _stage_name(words: list[str], number: int) -> str:
+    """The name ``--target`` knows a stage by: ``FROM image AS name``, else its number."""
+    rest = [w for w in words[1:] if not w.startswith("--")]
+    if len(rest) >= 3 and rest[1].lower() == "as":
+        return rest[2]
+    return str(number)

@@ -14,6 +14,7 @@ import re
 import secrets
 import shutil
 import stat
+import subprocess
 import tempfile
 import threading
 import time
@@ -35,9 +36,12 @@ from homelab_release.demo.sandbox import (
     check_requirements,
 )
 from homelab_release.dockerfile import (
+    append_to_stage,
     base_images,
     declare_global_args,
+    escape_token,
     global_args_missing,
+    label_instruction,
     platform_args_used,
     stage_args,
 )
@@ -50,7 +54,7 @@ from homelab_release.engines.buildah import (
 from homelab_release.engines.choice import choose_engine, engine_name, make_engine
 from homelab_release.errors import BuildError, ConfigError, PushError
 from homelab_release.images import ImageRef
-from homelab_release.registry import manifest_digest
+from homelab_release.registry import image_labels, manifest_digest
 from homelab_release.secrets import HiddenText, RegistryCredentials
 from tests.buildahinfra import RunAs, User, storage_conf
 
@@ -224,6 +228,64 @@ def test_dockerfile_reading_for_buildah() -> None:
 
 
 @pytest.mark.parametrize(
+    ("labels", "instruction"),
+    [
+        ({"a": "b"}, "LABEL 'a'='b'"),
+        ({"k": "$HOME ${X} `id` \\ \"q\"", "x y": "a=b"},
+         "LABEL 'k'='$HOME ${X} `id` \\ \"q\"' 'x y'='a=b'"),
+        ({"it's": "it's"}, "LABEL 'it'\"'\"'s'='it'\"'\"'s'"),
+        ({"empty": ""}, "LABEL 'empty'=''"),
+        ({"café": "✓"}, "LABEL 'café'='✓'"),
+        ({}, None),
+        ({"": "v"}, None),
+        ({"a=b": "v"}, None),
+        ({"a": "two\nlines"}, None),
+        ({"a": "tab\there"}, None),
+    ],
+)  # fmt: skip
+def test_label_instruction(labels: dict[str, str], instruction: str | None) -> None:
+    assert label_instruction(labels) == instruction
+
+
+STAGES = """\
+# syntax=docker/dockerfile:1
+FROM --platform=$BUILDPLATFORM scratch \\
+    AS build
+RUN a \\
+# a comment inside the continuation
+
+    && b
+FROM build
+COPY --from=build /a /a
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "target", "expected"),
+    [
+        (STAGES, None, STAGES + "LABEL x\n"),
+        (STAGES, "build", STAGES.replace("    && b\n", "    && b\nLABEL x\n")),
+        (STAGES, "1", STAGES + "LABEL x\n"),  # an unnamed stage is known by its number
+        (STAGES, "0", None),  # a named one is not
+        (STAGES, "Build", None),  # --target is case-sensitive
+        (STAGES.rstrip("\n"), None, STAGES + "LABEL x\n"),
+        ("FROM a\nRUN x \\\n", None, None),  # the file ends inside an instruction
+        ("# escape=`\nFROM a AS s\nRUN x `\n  y\nFROM b\n", "s",
+         "# escape=`\nFROM a AS s\nRUN x `\n  y\nLABEL x\nFROM b\n"),
+        ("# nothing\n", None, None),
+    ],
+)  # fmt: skip
+def test_append_to_stage(text: str, target: str | None, expected: str | None) -> None:
+    assert append_to_stage(text, "LABEL x", target) == expected
+
+
+def test_escape_token_is_read_only_from_the_top() -> None:
+    assert escape_token("# syntax=x\n# escape=`\nFROM a\n") == "`"
+    assert escape_token("FROM a\n# escape=`\n") == "\\"
+    assert escape_token("# a comment\n# escape=`\nFROM a\n") == "\\"
+
+
+@pytest.mark.parametrize(
     ("table", "engine", "cache_repo"),
     [
         ("", "auto", "127.0.0.1:5000/homelab/cache"),
@@ -362,10 +424,10 @@ class Watched:
     log: tuple[str, ...]
 
 
-def _watch(stop: threading.Event, password: str, seen: dict[str, set[object]]) -> None:
-    """Until ``stop``: record every command line holding ``password`` and every auth file."""
+def _watch(stop: threading.Event, password: str, seen: dict[str, set[object]], temp: Path) -> None:
+    """Until ``stop``: record every command line holding ``password`` and every auth file in
+    ``temp``."""
     needle = password.encode()
-    temp = Path(tempfile.gettempdir())
     while not stop.is_set():
         for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
             try:
@@ -416,10 +478,13 @@ def worker(
         "CI_REGISTRY_IMAGE": project,
         "CI_PROJECT_URL": "https://gitlab.example.com/homelab/go",
     }
-    before = set(Path(tempfile.gettempdir()).glob("homelab-release-buildah-*"))
+    # A temporary folder of this build's own: another build on the machine cannot look like ours.
+    temp = folder / "tmp"
+    temp.mkdir()
+    saved, tempfile.tempdir = tempfile.tempdir, str(temp)
     seen: dict[str, set[object]] = {"argv": set(), "auth": set()}
     stop = threading.Event()
-    watcher = threading.Thread(target=_watch, args=(stop, password, seen), daemon=True)
+    watcher = threading.Thread(target=_watch, args=(stop, password, seen, temp), daemon=True)
     records: list[str] = []
     handler = _Collect(records)
     package = logging.getLogger("homelab_release")
@@ -436,12 +501,13 @@ def worker(
             env=env,
         )
     finally:
+        tempfile.tempdir = saved
         stop.set()
         watcher.join()
         package.removeHandler(handler)
         package.setLevel(level)
-    after = set(Path(tempfile.gettempdir()).glob("homelab-release-buildah-*"))
-    homes = (Path(buildah_env["HOME"]), *(after - before), Path("/var/tmp/homelab-release-0"))
+    after = set(temp.glob("homelab-release-buildah-*"))
+    homes = (Path(buildah_env["HOME"]), temp, Path("/var/tmp/homelab-release-0"))
     return Watched(
         built=built,
         repository=repository,
@@ -449,7 +515,7 @@ def worker(
         password=password,
         argv_hits=tuple(str(hit) for hit in seen["argv"]),
         auth_files=tuple(sorted(mode for mode in seen["auth"])),  # type: ignore[misc]
-        leftovers=tuple(str(p) for p in after - before) + _files_holding(password, *homes),
+        leftovers=tuple(str(p) for p in after) + _files_holding(password, *homes),
         log=tuple(records),
     )
 
@@ -555,6 +621,135 @@ def test_rebuild_on_an_emptied_store_takes_every_stage_from_the_cache_repository
     )
     assert rebuilt.cached_steps >= 5
     assert _digest(f"{worker.repository}:c0ffee2", registry) == rebuilt.digest
+
+
+#: Two stages with labels of their own: a base, and a final stage on it.
+LABELLED = """\
+FROM scratch AS base
+COPY busybox /bin/busybox
+LABEL stage=base keep=base
+FROM base
+LABEL stage=final
+RUN ["/bin/busybox", "true"]
+"""
+#: Labels a Dockerfile line could mangle: quotes, $ and ` (expanded in LABEL), the escape
+#: character, spaces, =, unicode, empty; ``stage`` overrides the file's own.
+ODD_LABELS = {
+    "org.opencontainers.image.created": "2024-05-01T10:00:00Z",
+    "team": "home lab",
+    "quote": 'it\'s "quoted"',
+    "shell": "$HOME ${PATH} `id` \\ back\\",
+    "eq": "a=b",
+    "unicode": "café ✓",
+    "empty": "",
+    "stage": "overridden",
+}
+
+
+def _labels_from_flags(
+    context: Path, env: Mapping[str, str], labels: Mapping[str, str], target: str | None
+) -> dict[str, str]:
+    """The oracle: the labels buildah itself gives the image when they are ``--label`` flags
+    (``--no-cache``: buildah 1.28 drops them from a ``--target`` stage that comes from cache)."""
+    name = f"localhost/hr-oracle-{secrets.token_hex(3)}"
+    argv = ["buildah", "build", "--no-cache", "--isolation", "chroot", "--format", "docker",
+            "--tag", name, *(["--target", target] if target else []),
+            *(f"--label={key}={value}" for key, value in labels.items()), str(context)]  # fmt: skip
+    subprocess.run(argv, env=dict(env), capture_output=True, check=True, timeout=300)
+    shown = subprocess.run(
+        ("buildah", "inspect", "--type", "image", name),
+        env=dict(env), capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    found: dict[str, str] = json.loads(shown.stdout)["OCIv1"]["config"]["Labels"]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("target", "extra", "own_steps"),
+    [
+        (None, {}, 2),  # the file's two LABEL steps, then the labels
+        ("base", {}, 1),  # the labels end the target stage, not the unbuilt last one
+        (None, {"multi": "two\nlines"}, 2),  # no single line holds it: --label flags
+    ],
+)
+def test_labels_reach_the_image_as_buildahs_own_label_flags_put_them(  # noqa: PLR0917
+    tmp_path: Path,
+    buildah_env: Mapping[str, str],
+    registry: LocalRegistry,
+    caplog: pytest.LogCaptureFixture,
+    target: str | None,
+    extra: dict[str, str],
+    own_steps: int,
+) -> None:
+    context = worker_context(tmp_path / "ctx")
+    (context / "Dockerfile").write_text(LABELLED, encoding="utf-8")
+    repository = _repo(registry, "labelled")
+    labels = {**ODD_LABELS, **extra}
+    source = "https://gitlab.example.com/homelab/go"
+    for revision in ("c0ffee1", "c0ffee2"):  # the second build takes every other step from cache
+        caplog.clear()
+        caplog.set_level(logging.DEBUG)
+        build_image(
+            context=context, repository=repository, tags=[revision], labels=labels,
+            target=target, engine="buildah", credentials=registry.credentials, cache_repo="",
+            revision=revision, source=source, env=buildah_env,
+        )  # fmt: skip
+    found = image_labels(ImageRef.parse(f"{repository}:c0ffee2"), registry.credentials)
+    assert found is not None
+    oci = {
+        "org.opencontainers.image.revision": "c0ffee2",
+        "org.opencontainers.image.source": source,
+    }
+    assert dict(found) == _labels_from_flags(context, buildah_env, {**oci, **labels}, target)
+    assert {key: found[key] for key in labels} == labels
+    assert found["keep"] == "base"
+    log = _messages(caplog)
+    assert any("Using cache" in line for line in log)
+    steps = [line for line in log if re.search(r"STEP \d+/\d+: LABEL ", line)]
+    # buildah before 1.29 makes a step of each --label flag; the engine writes one LABEL instead
+    version = BuildahBuilder(settings={}).info().version
+    per_flag = bool(extra) and version < Version("1.29")
+    assert len(steps) == own_steps + (len(oci) + len(labels) if per_flag else 1), steps
+
+
+def test_a_dockerfile_that_is_not_utf8_is_built_as_it_is(
+    tmp_path: Path, buildah_env: Mapping[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # a copy with the LABEL step would replace the byte that is not UTF-8: the labels stay flags
+    caplog.set_level(logging.DEBUG)
+    context = worker_context(tmp_path / "ctx", slow=False)
+    dockerfile = context / "Dockerfile"
+    dockerfile.write_bytes(
+        b'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "echo", "caf\xe9"]\n'
+    )
+    built = build_image(context=context, repository="localhost/hr-latin1", tags=["t"],
+                        engine="buildah", push=False, env=buildah_env)  # fmt: skip
+    (command,) = [line for line in _messages(caplog) if " build --layers " in line]
+    assert f" --file {dockerfile} " in command
+    assert "--label org.opencontainers.image.created=" in command
+    assert built.image_id.startswith("sha256:")
+
+
+@pytest.mark.parametrize("suffix", [".dockerignore", ".containerignore"])
+def test_the_ignore_file_beside_the_dockerfile_still_applies(
+    tmp_path: Path, buildah_env: Mapping[str, str], caplog: pytest.LogCaptureFixture, suffix: str
+) -> None:
+    # before buildah 1.29 the engine builds from a copy of the Dockerfile (the labels are in it)
+    caplog.set_level(logging.DEBUG)
+    context = worker_context(tmp_path / "ctx", slow=False)
+    (context / "Dockerfile").write_text(
+        'FROM scratch\nCOPY . /ctx/\nRUN ["/ctx/busybox", "ls", "/ctx"]\n', encoding="utf-8"
+    )
+    (context / f"Dockerfile{suffix}").write_text("secret.txt\n", encoding="utf-8")
+    (context / "secret.txt").write_text("not for the image\n", encoding="utf-8")
+    (context / "kept.txt").write_text("for the image\n", encoding="utf-8")
+    build_image(context=context, repository="localhost/hr-ignore", tags=["t"], engine="buildah",
+                push=False, env=buildah_env)  # fmt: skip
+    listed = {
+        line.split(": ", 1)[1] for line in _messages(caplog) if line.startswith("hr-ignore: ")
+    }
+    assert "kept.txt" in listed
+    assert "secret.txt" not in listed
 
 
 def test_unreachable_cache_repository_warns_once_and_builds(

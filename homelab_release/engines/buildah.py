@@ -23,6 +23,13 @@ The process gets only the environment :attr:`~homelab_release.context.CiContext.
   set: those versions keep every user's ``RUN --mount=type=cache`` folders in one shared
   ``/var/tmp/buildah-cache``, and a rootless build cannot write into a folder that root (or another
   user) made first: ``Permission denied`` (containers/buildah#4404, fixed in 1.29).
+
+Before 1.29, buildah turns every ``--label`` into a ``LABEL`` step of its own, each looked up in
+and written to the cache repository (``org.opencontainers.image.created`` changes every build);
+before 1.30 it appends them to the file's last stage, which ``--target`` may leave unbuilt, and the
+labels are then lost when the target stage comes from cache. On those versions the labels go into
+the Dockerfile copy instead, as one ``LABEL`` instruction at the end of the stage that is built:
+what ``--label`` does from 1.30 on (containers/buildah#4511, #4673).
 """
 
 from __future__ import annotations
@@ -48,10 +55,12 @@ from packaging.version import InvalidVersion, Version
 
 from homelab_release import proc
 from homelab_release.dockerfile import (
+    append_to_stage,
     base_images,
     declare_global_args,
     global_args_missing,
     instructions,
+    label_instruction,
     platform_args_used,
     read_dockerfile,
     stage_args,
@@ -69,6 +78,7 @@ __all__ = [
     "FEATURES",
     "GLOBAL_ARGS_VERSION",
     "INSTALL_HINT",
+    "LABEL_STEP_VERSION",
     "MIN_VERSION",
     "BuildahBuilder",
     "BuildahInfo",
@@ -84,6 +94,7 @@ CACHE_REPO_VERSION = Version("1.27.0")  # --cache-to / --cache-from
 ARG_CACHE_VERSION = Version("1.29.0")  # ARG steps looked up in the cache repository (#4315)
 CACHE_MOUNT_VERSION = Version("1.29.0")  # one RUN --mount=type=cache folder per user (#4404)
 GLOBAL_ARGS_VERSION = Version("1.37.0")  # platform arguments predefined where FROM lines read them
+LABEL_STEP_VERSION = Version("1.30.0")  # --label: one step, in the built stage (#4511, #4673)
 INSTALL_HINT = (
     "install buildah and uidmap (Debian/Ubuntu: apt-get install buildah uidmap; Fedora: dnf "
     "install buildah), or run the job in an image that has it (quay.io/buildah/stable)"
@@ -287,12 +298,12 @@ class BuildahBuilder:
         with _private_folder() as folder:
             auth = _auth_file(folder, request.repository, credentials)
             iidfile = folder / "iid"
-            file = _with_global_args(request.dockerfile, dockerfile, info, folder)
+            file, labelled = _dockerfile_copy(request, dockerfile, info, folder)
 
             def run(cache: ImageRef | None) -> int:
                 argv = self._build_argv(
                     request, info=info, dockerfile=dockerfile, cache=cache, auth=auth,
-                    iidfile=iidfile, file=file,
+                    iidfile=iidfile, file=file, labelled=labelled,
                 )  # fmt: skip
                 return self._run_build(request, argv, credentials)
 
@@ -347,9 +358,10 @@ class BuildahBuilder:
         auth: Path | None,
         iidfile: Path,
         file: Path | None = None,
+        labelled: bool = False,
     ) -> list[str]:
         """``buildah build`` of ``request``; ``file``: the Dockerfile to read instead of the
-        request's (a copy with global ``ARG`` declarations, see :func:`_with_global_args`)."""
+        request's, ``labelled``: whether that copy sets the labels (see :func:`_dockerfile_copy`)."""
         settings = self._settings
         argv = [self._program, "build", "--layers", "--file", str(file or request.dockerfile)]
         argv += [] if _ISOLATION in settings else ["--isolation", "chroot"]
@@ -357,7 +369,7 @@ class BuildahBuilder:
         argv += ["--target", request.target] if request.target else []
         for name, value in self._build_args(request, info, dockerfile).items():
             argv += ["--build-arg", f"{name}={value}"]
-        for name, value in request.labels.items():
+        for name, value in ({} if labelled else request.labels).items():
             argv += ["--label", f"{name}={value}"]
         for tag in request.tags:
             argv += ["--tag", f"{request.repository}:{tag}"]
@@ -488,21 +500,51 @@ def _json_field(output: str, name: str) -> str:
     return str(data.get(name) or "") if isinstance(data, dict) else ""
 
 
-def _with_global_args(path: Path, dockerfile: str, info: BuildahInfo, folder: Path) -> Path | None:
-    """Before :data:`GLOBAL_ARGS_VERSION`, buildah leaves the platform arguments empty in ``FROM``
-    lines unless an ``ARG`` before the first ``FROM`` declares them (BuildKit predefines them
-    there): a copy of the Dockerfile in ``folder`` that declares the ones its ``FROM`` lines use
-    (with its ``.dockerignore`` beside it), or None when none is needed."""
-    missing = global_args_missing(dockerfile)
-    if not missing or info.version >= GLOBAL_ARGS_VERSION:
-        return None
+def _dockerfile_copy(
+    request: BuildRequest, dockerfile: str, info: BuildahInfo, folder: Path
+) -> tuple[Path | None, bool]:
+    """The Dockerfile buildah ``info`` should read instead of the request's (a copy in ``folder``,
+    the ignore files buildah looks for beside it copied too), or None; and whether that copy sets
+    the request's labels (see :func:`_adapted`)."""
+    text, labelled = _adapted(request, dockerfile, info)
+    if text == dockerfile:
+        return None, False
+    path = request.dockerfile
     copy = folder / path.name
-    copy.write_text(declare_global_args(dockerfile, missing), encoding="utf-8")
-    ignore = path.with_name(f"{path.name}.dockerignore")
-    if ignore.is_file():
-        shutil.copy2(ignore, folder / ignore.name)
-    log.debug("%s: declaring %s before the first FROM for buildah %s", path, missing, info.version)
-    return copy
+    copy.write_text(text, encoding="utf-8")
+    for suffix in (".containerignore", ".dockerignore"):  # buildah reads <file>.<suffix> first
+        ignore = path.with_name(path.name + suffix)
+        if ignore.is_file():
+            shutil.copy2(ignore, folder / ignore.name)
+    return copy, labelled
+
+
+def _adapted(request: BuildRequest, dockerfile: str, info: BuildahInfo) -> tuple[str, bool]:
+    """``dockerfile`` (text) as buildah ``info`` should read it, and whether it sets the labels.
+
+    - Before :data:`GLOBAL_ARGS_VERSION`, buildah leaves the platform arguments empty in ``FROM``
+      lines unless an ``ARG`` before the first ``FROM`` declares them (BuildKit predefines them
+      there): declare the ones its ``FROM`` lines use.
+    - Before :data:`LABEL_STEP_VERSION`, ``--label`` flags become steps of the file's last stage
+      (before 1.29 one step each, each looked up in and written to the cache repository), lost
+      when ``--target`` names an earlier stage whose steps all come from cache: end the stage
+      that is built (``--target``, else the last) with one ``LABEL`` instruction instead, as
+      ``--label`` does from 1.30 on. Labels one line cannot hold (a line break in a value) stay
+      ``--label`` flags, and so do all labels when the file is not UTF-8 text.
+    """
+    text = dockerfile
+    missing = global_args_missing(dockerfile) if info.version < GLOBAL_ARGS_VERSION else ()
+    if missing:
+        text = declare_global_args(text, missing)
+        log.debug("%s: declaring %s before the first FROM", request.dockerfile, missing)
+    if not request.labels or info.version >= LABEL_STEP_VERSION or "\ufffd" in dockerfile:
+        return text, False  # (U+FFFD: bytes that are not UTF-8, which a copy would not keep)
+    instruction = label_instruction(request.labels)
+    labelled = append_to_stage(text, instruction, request.target) if instruction else None
+    if labelled is None:
+        return text, False
+    log.debug("%s: the labels as one LABEL step (buildah %s)", request.dockerfile, info.version)
+    return labelled, True
 
 
 def _host_platform() -> str:
