@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         whole = []
         for _ in range(max(3, runs // 5)):
             start = time.perf_counter()
-            fan_out(root, SETTINGS, base=first, output=Path(tmp) / "child.yml",
+            fan_out(root, settings=SETTINGS, base=first, output=Path(tmp) / "child.yml",
                     check_overlay=False, env={"CI_PROJECT_DIR": tmp})  # fmt: skip
             whole.append(time.perf_counter() - start)
         print(f"{'fan_out (open, load config, generate, write)':46s} median of {len(whole)}: "

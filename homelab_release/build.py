@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypedDict, Unpack
@@ -80,6 +80,10 @@ class BuildDurations:
     def total(self) -> float:
         """The sum of the phases."""
         return self.cache_pull + self.build + self.push + self.verify
+
+    def as_dict(self, ndigits: int) -> dict[str, float]:
+        """Each phase's seconds by name, in field order, rounded to ``ndigits`` decimals."""
+        return {phase.name: round(getattr(self, phase.name), ndigits) for phase in fields(self)}
 
 
 @dataclass(frozen=True)

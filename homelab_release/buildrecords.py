@@ -9,6 +9,7 @@ publishes every other service and fails the pipeline.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -25,7 +26,7 @@ __all__ = ["from_record", "read_build_records", "to_record", "write_build_record
 
 log = logging.getLogger(__name__)
 
-_PHASES = ("cache_pull", "build", "push", "verify")
+_PHASES = tuple(phase.name for phase in dataclasses.fields(BuildDurations))
 _TEXT_FIELDS = ("service", "repository", "tag", "digest", "error")
 _JSON_TYPES = {str: "a string", bool: "a boolean", int: "a number", float: "a number"}
 
@@ -41,9 +42,7 @@ def to_record(build: ServiceBuild) -> dict[str, Any]:
         "ok": build.ok,
         "error": build.error,
         "seconds": round(build.seconds, 3),
-        "phases": None
-        if phases is None
-        else {name: round(getattr(phases, name), 3) for name in _PHASES},
+        "phases": None if phases is None else phases.as_dict(3),
     }
 
 

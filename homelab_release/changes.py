@@ -17,6 +17,8 @@ way (:func:`_careful`), which gives the same answer in more git processes.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,19 +36,12 @@ from homelab_release.globs import (
     compile_globs,
     compile_services,
     match_services,
-    matches_any,
 )
 
-__all__ = [
-    "BRANCH_FETCH_DEPTH",
-    "DEEPEN_STEPS",
-    "ChangeSet",
-    "base_from_env",
-    "changed_files",
-    "detect_changes",
-    "matches_any",
-    "pipeline_base",
-]
+# Importable from here as the 0.1.0 changelog documented it; its home is homelab_release.globs.
+from homelab_release.globs import matches_any as matches_any  # noqa: PLC0414
+
+__all__ = ["BRANCH_FETCH_DEPTH", "DEEPEN_STEPS", "ChangeSet", "detect_changes", "pipeline_base"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +62,11 @@ class ChangeSet:
     files: tuple[str, ...]
     services: tuple[str, ...]
     reason: str  # one line: which comparison was made, and why
+
+    def to_json(self) -> str:
+        """The change set as a JSON object (base, head, files, services, reason): what
+        ``homelab-release changes --json`` prints and fan-out writes to ``changes.json``."""
+        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
 
 
 # -- detect_changes --------------------------------------------------------------------------
@@ -123,14 +123,6 @@ def pipeline_base(
     """
     _, found = _choose(repo, None, head, pipeline, default_branch)
     return found.sha, found.reason
-
-
-def base_from_env(
-    repo: Path | str, head: str, env: Mapping[str, str] | None = None, default_branch: str = ""
-) -> tuple[str | None, str]:
-    """:func:`pipeline_base` with the pipeline read from ``env`` (default: the process
-    environment) through :class:`~homelab_release.context.CiContext`."""
-    return pipeline_base(repo, head, CiContext.from_env(env).pipeline, default_branch)
 
 
 def _always(config: ReleaseConfig | None) -> Matcher | None:

@@ -2,7 +2,8 @@
 
 :func:`child_pipeline` turns a :class:`~homelab_release.develop.DevelopPlan` and the job
 settings the parent's template job passes (:class:`JobSettings`) into a :class:`ChildPipeline`;
-:func:`render` writes it as YAML, the same bytes for the same input:
+:func:`render` writes it as YAML (with :mod:`homelab_release.yamlwriter`), the same bytes for
+the same input:
 
 * pipeline ``variables:`` carry what the parent planned (:data:`PLAN_VARIABLES`: environment,
   tag, services, base, head, reason, file count), every ``$`` written ``$$`` so that GitLab
@@ -24,7 +25,6 @@ jobs as it was in the parent's; :func:`render` refuses any text holding a known 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
@@ -36,6 +36,7 @@ from typing import Any
 from homelab_release.develop import DevelopPlan
 from homelab_release.errors import FanOutError
 from homelab_release.secrets import HiddenText
+from homelab_release.yamlwriter import block, key, scalar
 
 __all__ = [
     "BUILD_STAGE",
@@ -120,7 +121,8 @@ class JobSettings:
     ``services:`` entries), ``build_variables``, ``build_setup`` (``before_script`` lines run
     before the set-up, e.g. installing tools) and ``build_args`` (options of build-service);
     the writer gets ``publish_args`` and ``resource_group``. ``write`` is the template's
-    ``HOMELAB_RELEASE_WRITE`` (push or merge-request mode), which every child job gets too.
+    ``HOMELAB_RELEASE_WRITE`` (push or merge-request mode), which every child job gets too;
+    :func:`~homelab_release.fanout.generate` fills it in from the environment it reads.
     """
 
     image: str
@@ -232,10 +234,15 @@ class ChildPipeline:
                 return job
         raise KeyError(name)
 
+    @property
+    def escaped_variables(self) -> dict[str, str]:
+        """The pipeline variables as GitLab must read them to leave them as they are."""
+        return {name: _escape(value) for name, value in self.variables}
+
     def data(self) -> dict[str, Any]:
         """The pipeline as the mapping GitLab reads (variables escaped: ``$`` as ``$$``)."""
         out: dict[str, Any] = {"stages": list(self.stages)}
-        out["variables"] = {name: _escape(value) for name, value in self.variables}
+        out["variables"] = self.escaped_variables
         for job in self.jobs:
             out[job.name] = job.data
         return out
@@ -285,9 +292,8 @@ def _build_jobs(services: Sequence[str], settings: JobSettings) -> tuple[BuildJo
     extra = f" {settings.build_args.strip()}" if settings.build_args.strip() else ""
     jobs = []
     for service in services:
-        record = record_name(service)
         script = f"{command} {shlex.quote(service)}{extra}"
-        jobs.append(BuildJob(f"build:{record}", service, record, script))
+        jobs.append(BuildJob(build_job_name(service), service, record_name(service), script))
     return tuple(jobs)
 
 
@@ -390,91 +396,23 @@ def render(pipeline: ChildPipeline, secrets: Iterable[HiddenText] = ()) -> str:
         f"{pipeline.head[:12]} ({len(pipeline.services)} service(s)).",
         "# Do not edit: the parent pipeline's fan_out job writes it for each push.",
     ]
-    _emit_value(lines, "stages:", list(pipeline.stages), 0)
-    variables = {name: _escape(value) for name, value in pipeline.variables}
-    _emit_value(lines, "variables:", variables, 0)
+    lines += block("stages", list(pipeline.stages))
+    lines += block("variables", pipeline.escaped_variables)
     for job in pipeline.jobs:
         if isinstance(job, BuildJob):  # the bulk of a large pipeline: written directly
             lines.append(
-                f"{_key(job.name)}:\n  extends: {_BUILD_EXTENDS}\n  script:\n"
-                f'    - {_scalar(job.script)}\n  artifacts:\n    when: "always"\n'
-                f"    paths:\n      - {_scalar(job.artifact)}"
+                f"{key(job.name)}:\n  extends: {_BUILD_EXTENDS}\n  script:\n"
+                f'    - {scalar(job.script)}\n  artifacts:\n    when: "always"\n'
+                f"    paths:\n      - {scalar(job.artifact)}"
             )
         else:
-            _emit_value(lines, f"{_key(job.name)}:", job.data, 0)
+            lines += block(job.name, job.data)
     text = "\n".join(lines) + "\n"
     _refuse_secrets(text, secrets)
     return text
 
 
-_BUILD_EXTENDS = json.dumps(BUILD_TEMPLATE)
-
-
-def _emit_mapping(out: list[str], mapping: dict[str, Any], indent: int, first: str = "") -> None:
-    """Append ``mapping``'s keys at ``indent``; ``first`` starts the first line instead of the
-    indent (``"  - "`` for a mapping in a sequence)."""
-    pad = " " * indent
-    for key, value in mapping.items():
-        _emit_value(out, f"{first or pad}{_key(key)}:", value, indent)
-        first = ""
-
-
-def _emit_value(out: list[str], head: str, value: Any, indent: int) -> None:
-    if isinstance(value, dict):
-        if not value:
-            out.append(f"{head} {{}}")
-            return
-        out.append(head)
-        _emit_mapping(out, value, indent + 2)
-    elif isinstance(value, list):
-        if not value:
-            out.append(f"{head} []")
-            return
-        out.append(head)
-        _emit_sequence(out, value, indent + 2)
-    else:
-        out.append(f"{head} {_scalar(value)}")
-
-
-def _emit_sequence(out: list[str], items: list[Any], indent: int) -> None:
-    dash = " " * indent + "- "
-    for item in items:
-        if isinstance(item, dict) and item:
-            _emit_mapping(out, item, indent + 2, dash)
-        elif isinstance(item, (dict, list)):
-            if item:
-                raise TypeError("a sequence in a sequence is not written into a child pipeline")
-            out.append(f"{dash}{{}}" if isinstance(item, dict) else f"{dash}[]")
-        else:
-            out.append(f"{dash}{_scalar(item)}")
-
-
-_PLAIN_KEY = re.compile(r"[A-Za-z_.][A-Za-z0-9_.-]*")
-_YAML_WORDS = frozenset(("y", "n", "yes", "no", "on", "off", "true", "false", "null", "~", "<<"))
-# What YAML 1.1 may not hold unescaped: C0/C1 controls except tab and newline (json escapes
-# those), DEL, NEL, surrogates, the line and paragraph separators, the byte order mark, U+FFFE/F.
-_NON_PRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]")
-
-
-@functools.lru_cache(maxsize=4096)
-def _key(name: str) -> str:
-    if _PLAIN_KEY.fullmatch(name) and name.lower() not in _YAML_WORDS:
-        return name
-    return _scalar(name)
-
-
-@functools.lru_cache(maxsize=4096, typed=True)  # typed: True and 1 are not the same value
-def _scalar(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if not isinstance(value, str):
-        raise TypeError(f"cannot write {type(value).__name__} into the child pipeline")
-    quoted = json.dumps(value, ensure_ascii=False)
-    if quoted.isascii() and "\x7f" not in quoted:
-        return quoted
-    return _NON_PRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", quoted)
+_BUILD_EXTENDS = scalar(BUILD_TEMPLATE)
 
 
 def _escape(value: str) -> str:

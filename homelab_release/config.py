@@ -30,6 +30,7 @@ __all__ = [
     "Environment",
     "ReleaseConfig",
     "Service",
+    "check_sources",
     "load_config",
 ]
 
@@ -301,7 +302,7 @@ def _build(
         unset_variables={k: (text, tuple(names)) for k, (text, names) in reader.unset.items()},
         engine=_engine(where, build.get("engine") or "auto"),
         cache_repo=_cache_repo(where, build.get("cache_repo"), repository, reader.unset),
-        sources_checked=True,  # configured services by _check_sources, found ones by discovery
+        sources_checked=True,  # configured services by check_sources, found ones by discovery
     )
 
 
@@ -369,15 +370,19 @@ def _services(root: Path, reader: _Reader, raw: Any) -> tuple[Service, ...]:
             image=values.get("image", name),
             kustomize_name=values.get("kustomize_name") or None,
         )
-        _check_sources(root, reader.where, service)
+        check_sources(root, reader.where, service)
         services.append(service)
     _check_report_keys(reader.where, services)
     return tuple(services)
 
 
-def _check_sources(root: Path, where: str, service: Service) -> None:
-    """A configured service's context folder and Dockerfile must exist: a typo in a table name
-    (``[services.vtoe]``) would otherwise silently stand for a service nothing ever changes."""
+def check_sources(root: Path, where: str, service: Service) -> None:
+    """``service``'s build context must be a folder of ``root`` and its Dockerfile a file there;
+    a :class:`ConfigError` naming the configuration (``where``) and the fix otherwise.
+
+    :func:`load_config` checks every configured service so that a typo in a table name
+    (``[services.vtoe]``) does not silently stand for a service nothing ever changes; a plan
+    checks a configuration it was handed (see :attr:`ReleaseConfig.sources_checked`)."""
     name = service.name
     if not (root / service.context).is_dir():
         found = [d.name for d in _discover(root)]

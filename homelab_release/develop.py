@@ -9,26 +9,23 @@ image of a later commit). ``plan`` is a dry run of the same path.
 The child-pipeline strategy (:mod:`homelab_release.fanout`) runs the same steps in separate jobs:
 the parent plans, each build job builds one service of :func:`plan_services`, and the writer
 job hands every job's :class:`ServiceBuild` (read back from its record, see
-:mod:`homelab_release.buildrecords`) to :func:`publish_recorded` inside :func:`recorded`, as
-:func:`build_develop` does.
+:mod:`homelab_release.buildrecords`) to :func:`publish_recorded` inside
+:func:`~homelab_release.reports.recorded`, as :func:`build_develop` does.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from homelab_release import git
 from homelab_release.build import CREATED_LABEL, BuildDurations, build_image, build_request
 from homelab_release.changes import ChangeSet, detect_changes
-from homelab_release.config import Environment, ReleaseConfig, Service
+from homelab_release.config import Environment, ReleaseConfig, Service, check_sources
 from homelab_release.engines.base import Engine
 from homelab_release.engines.choice import make_engine
 from homelab_release.environments import follow_latest, write_entries
@@ -44,7 +41,7 @@ from homelab_release.overlay import (
     first_by_name,
     read_overlay_images,
 )
-from homelab_release.reports import RunReport, write_reports
+from homelab_release.reports import RunRecord, RunReport, recorded
 from homelab_release.workspace import Workspace
 
 __all__ = [
@@ -53,7 +50,6 @@ __all__ = [
     "BuildTarget",
     "DevelopPlan",
     "Publication",
-    "RunRecord",
     "ServiceBuild",
     "build_develop",
     "build_service",
@@ -64,7 +60,6 @@ __all__ = [
     "plan_services",
     "publish_develop",
     "publish_recorded",
-    "recorded",
     "require_overlay",
     "service_target",
 ]
@@ -175,10 +170,9 @@ def build_develop(
     ``HOMELAB_RELEASE_ENGINE``, else auto. ``cache_repo``: the repository buildah caches every
     layer in instead of ``[build] cache_repo`` (``""``: none).
     """
-    ws = Workspace.open(repo, config, env)
-    if cache_repo is not None:
-        ws = replace(ws, config=replace(ws.config, cache_repo=cache_repo))
-    with recorded(ws.report_folder(report_dir), RunReport(environment)) as record:
+    ws = Workspace.open(repo, config, env).with_cache_repo(cache_repo)
+    folder = ws.report_folder(report_dir)
+    with recorded(folder, RunReport(environment), ws.context.secrets) as record:
         plan = plan_develop(ws, environment=environment, base=base, head=head)
         record.note(tag=plan.tag, changes=plan.changes, planned=plan.services)
         result = BuildDevelopResult(environment, plan.changes, plan.tag)
@@ -192,31 +186,6 @@ def build_develop(
                 builds = build_services(ws, plan, workers=workers, engine=engine)
                 result = publish_recorded(ws, plan, builds, record, tree=tree, remote=remote)
     return replace(result, reports=record.paths)
-
-
-@dataclass
-class RunRecord:
-    """What a develop run knows so far (mutable on purpose): :func:`recorded` writes the
-    reports from it when the run ends, however it ends."""
-
-    report: RunReport
-    paths: tuple[Path, ...] = ()
-
-    def note(self, **changes: Any) -> None:
-        self.report = replace(self.report, **changes)
-
-
-@contextmanager
-def recorded(folder: Path, report: RunReport) -> Iterator[RunRecord]:
-    """Write ``build.env`` and ``release-report.json`` into ``folder`` when the block ends, from
-    what it noted; with the message of the :class:`ReleaseError` that ended it, if one did."""
-    record = RunRecord(report)
-    try:
-        yield record
-    except ReleaseError as err:
-        write_reports(folder, replace(record.report, error=str(err)))
-        raise
-    record.paths = write_reports(folder, record.report)
 
 
 def publish_recorded(
@@ -317,24 +286,10 @@ def _target(ws: Workspace, service: Service, registry: str) -> BuildTarget:
 
 
 def _require_sources(ws: Workspace, service: Service) -> None:
-    """The build context must be a folder and the Dockerfile a file: checked here unless loading
-    the configuration from this tree checked it (a plan may hold hundreds of services)."""
-    if ws.config.sources_checked and ws.config.root == ws.root:
-        return
-    root = str(ws.root)
-    inside = service.dockerfile.startswith(f"{service.context.rstrip('/')}/")
-    dockerfile = os.path.isfile(os.path.join(root, service.dockerfile))  # noqa: PTH113, PTH118
-    if dockerfile and inside:
-        return
-    for key, relative, kind, found in (
-        ("context", service.context, "folder", os.path.isdir(os.path.join(root, service.context))),  # noqa: PTH112, PTH118
-        ("dockerfile", service.dockerfile, "file", dockerfile),
-    ):
-        if not found:
-            raise ConfigError(
-                f"{ws.config.where}: services.{service.name}.{key} = {relative!r}: no such {kind} "
-                f'in {ws.root}; fix the path or add [services.{service.name}] {key} = "..."'
-            )
+    """The build context and Dockerfile must exist in this tree: checked by :func:`check_sources`
+    unless loading the configuration from this tree did (a plan may hold hundreds of services)."""
+    if not (ws.config.sources_checked and ws.config.root == ws.root):
+        check_sources(ws.root, ws.config.where, service)
 
 
 # -- building ----------------------------------------------------------------------------------
@@ -352,13 +307,13 @@ def build_services(
     The engine is chosen once for the run (see :func:`build_develop`); each build gets its own.
     """
     require_checked_out(ws, plan)
-    engine = engine_choice(ws, engine)
+    chosen = engine_choice(ws, engine)
     created = git.commit_time(ws.root, plan.changes.head)
     count = max(1, min(workers, len(plan.targets)))
     with ThreadPoolExecutor(max_workers=count) as pool:
         return tuple(
             pool.map(
-                lambda t: build_service(ws, plan, t, engine=engine, created=created), plan.targets
+                lambda t: build_service(ws, plan, t, engine=chosen, created=created), plan.targets
             )
         )
 
@@ -405,6 +360,8 @@ def build_service(
 
     ``latest`` is not pushed here: it follows the overlay once the entries are published.
     ``created`` (the commit's time) makes a rebuild of the same commit the same image.
+    ``engine`` is used as given (:func:`build_services` gives what :func:`engine_choice` chose
+    once for all builds); None chooses as :func:`engine_choice` does.
     """
     started = time.monotonic()
     log.info("%s: building %s:%s", target.service, target.repository, plan.tag[:12])
@@ -420,7 +377,7 @@ def build_service(
         )
         built = build_image(
             request,
-            engine=engine_choice(ws, engine),
+            engine=engine_choice(ws, None) if engine is None else engine,
             credentials=ws.context.registry_credentials,
             revision=plan.tag,
             source=ws.context.project_url or None,

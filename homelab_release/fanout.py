@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -40,14 +39,14 @@ from homelab_release.develop import (
     plan_develop,
     plan_services,
     publish_recorded,
-    recorded,
     require_overlay,
 )
 from homelab_release.engines.base import Engine
-from homelab_release.errors import ConfigError, FanOutError, ReleaseError
+from homelab_release.errors import ConfigError
 from homelab_release.files import write_atomic
 from homelab_release.gitops import checkout
-from homelab_release.reports import RunReport
+from homelab_release.reports import RunReport, error_text, recorded
+from homelab_release.secrets import redact
 from homelab_release.workspace import Workspace
 
 __all__ = [
@@ -141,7 +140,13 @@ def generate(
     head: str = "HEAD",
     max_needs: int = MAX_NEEDS,
 ) -> FanOut:
-    """Plan the develop run and generate its child pipeline, writing nothing."""
+    """Plan the develop run and generate its child pipeline, writing nothing.
+
+    Settings without a write mode get ``HOMELAB_RELEASE_WRITE`` of ``ws``'s context (the
+    environment the workflow reads), so that every child job writes as the parent would.
+    """
+    if not settings.write:
+        settings = replace(settings, write=ws.context.write_mode)
     plan = plan_develop(ws, environment=environment, base=base, head=head)
     pipeline = child_pipeline(plan, settings, max_needs=max_needs)
     return FanOut(plan, pipeline, render(pipeline, ws.context.secrets))
@@ -149,8 +154,8 @@ def generate(
 
 def fan_out(
     repo: Path | str = ".",
-    settings: JobSettings | None = None,
     *,
+    settings: JobSettings,
     environment: str = "develop",
     base: str | None = None,
     head: str = "HEAD",
@@ -168,8 +173,6 @@ def fan_out(
     ``check_overlay``, the environment's overlay must exist on the manifests branch first, so that
     no build runs for a writer that cannot write.
     """
-    if settings is None:
-        raise FanOutError("fan_out needs the job settings of the child pipeline's jobs")
     ws = Workspace.open(repo, config, env)
     done = generate(
         ws, settings, environment=environment, base=base, head=head, max_needs=max_needs
@@ -184,7 +187,7 @@ def fan_out(
     target = Path(output) if output else folder / OUTPUT_NAME
     write_atomic(target, done.text)
     changes = folder / CHANGES_NAME
-    write_atomic(changes, json.dumps(dataclasses.asdict(done.plan.changes), indent=2) + "\n")
+    write_atomic(changes, done.plan.changes.to_json())
     log.info(
         "fan-out: %d build job(s) in %s: %s",
         len(done.pipeline.build_jobs),
@@ -207,8 +210,8 @@ class BuiltRecord:
 
 def build_planned_service(
     repo: Path | str = ".",
-    service: str = "",
     *,
+    service: str,
     output: Path | str | None = None,
     tag: str | None = None,
     engine: Engine | str | None = None,
@@ -222,23 +225,35 @@ def build_planned_service(
     parent did not plan is an error); elsewhere the tag is ``tag``, else ``CI_COMMIT_SHA``, else
     ``HEAD``. The record goes to ``output`` (default ``built/`` in the report folder) as
     ``<service>.json`` (:func:`~homelab_release.buildrecords.write_build_record`). A failed build is
-    returned, not raised; an error before the build is recorded, then raised. ``engine`` and
+    returned, not raised; any other error (an interrupt included) is recorded, then raised. ``engine`` and
     ``cache_repo`` are those of :func:`~homelab_release.develop.build_develop`.
     """
-    ws = Workspace.open(repo, config, env)
-    if cache_repo is not None:
-        ws = replace(ws, config=replace(ws.config, cache_repo=cache_repo))
+    ws = Workspace.open(repo, config, env).with_cache_repo(cache_repo)
     folder = Path(output) if output else ws.report_folder() / BUILT_FOLDER
     planned = PlannedRun.from_variables(ws.context.variables)
+    plan: DevelopPlan | None = None
     try:
         plan = _service_plan(ws, service, planned, tag)
         (build,) = build_services(ws, plan, workers=1, engine=engine)
-    except ReleaseError as err:
-        known = tag or (planned.tag if planned else "")
-        failed = ServiceBuild(service, "", known, ok=False, error=str(err))
-        write_build_record(folder, failed)
+    except BaseException as err:
+        known = plan.tag if plan else tag or (planned.tag if planned else "")
+        repository = plan.targets[0].repository if plan else ""
+        error = redact(error_text(err), ws.context.secrets)
+        _write_failed_record(
+            folder, ServiceBuild(service, repository, known, ok=False, error=error)
+        )
         raise
     return BuiltRecord(build, write_build_record(folder, build))
+
+
+def _write_failed_record(folder: Path, failed: ServiceBuild) -> None:
+    """Write the record of a build job that an error ended; a record that cannot be written is
+    logged, so that the error that ended the job is the one raised (the writer then finds no
+    record and counts the service as failed)."""
+    try:
+        write_build_record(folder, failed)
+    except Exception:
+        log.exception("%s: the build record could not be written into %s", failed.service, folder)
 
 
 def _service_plan(
@@ -285,7 +300,7 @@ def publish_planned(
         )
     folder = Path(built) if built else ws.report_folder() / BUILT_FOLDER
     report = RunReport(planned.environment, planned.tag, planned=planned.services)
-    with recorded(ws.report_folder(report_dir), report) as record:
+    with recorded(ws.report_folder(report_dir), report, ws.context.secrets) as record:
         plan = plan_services(
             ws,
             planned.services,

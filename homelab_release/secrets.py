@@ -77,10 +77,14 @@ class RegistryCredentials:
         """The ``auth_config`` mapping the docker SDK sends to the engine (holds the password)."""
         return {"username": self.username, "password": self.password.secret}
 
+    def basic_token(self) -> str:
+        """``base64(user:password)``, as Basic auth and auth files hold it (never log it)."""
+        raw = f"{self.username}:{self.password.secret}".encode()
+        return base64.b64encode(raw).decode("ascii")
+
     def basic_header(self) -> str:
         """An ``Authorization: Basic`` value (holds the password: never log it)."""
-        raw = f"{self.username}:{self.password.secret}".encode()
-        return "Basic " + base64.b64encode(raw).decode("ascii")
+        return "Basic " + self.basic_token()
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from homelab_release import git
@@ -53,6 +53,13 @@ class Workspace:
         """The monorepo commit a workflow runs for (a commit's ``Source-Commit`` trailer):
         ``CI_COMMIT_SHA``, else the checked-out commit."""
         return self.context.commit_sha or git.head_commit(self.root)
+
+    def with_cache_repo(self, cache_repo: str | None) -> Workspace:
+        """This workspace building with ``cache_repo`` instead of ``[build] cache_repo`` (``""``:
+        none); itself when ``cache_repo`` is None."""
+        if cache_repo is None:
+            return self
+        return replace(self, config=replace(self.config, cache_repo=cache_repo))
 
     def remote(self) -> ManifestsRemote:
         """The manifests repository: ``manifests.url``, else ``CI_REPOSITORY_URL``, else the

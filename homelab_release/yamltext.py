@@ -26,6 +26,7 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from homelab_release.errors import OverlayError
 
 __all__ = [
+    "YAML11_WORDS",
     "Pairs",
     "TextEdit",
     "block_mapping_lines",
@@ -43,7 +44,9 @@ Pairs = Mapping[str, tuple[ScalarNode, ScalarNode]]
 """A mapping's scalar keys, in file order, with their key and value nodes."""
 
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_./:-]*")
-_YAML11_WORDS = frozenset(("y", "yes", "n", "no", "true", "false", "on", "off", "null"))
+#: The plain words a YAML 1.1 reader takes for a boolean or null (compared in lower case): a
+#: string spelled so is quoted wherever YAML is written here.
+YAML11_WORDS = frozenset(("y", "yes", "n", "no", "true", "false", "on", "off", "null"))
 
 
 def compose(path: Path, text: str) -> Node | None:
@@ -92,7 +95,7 @@ def plain_ok(value: str, flow: bool) -> bool:
     """Whether ``value`` written plain reads back as this string in YAML 1.1 and 1.2."""
     return bool(
         _PLAIN.fullmatch(value)
-        and value.lower() not in _YAML11_WORDS
+        and value.lower() not in YAML11_WORDS
         and not value.endswith(":")
         and not (flow and ":" in value)
     )

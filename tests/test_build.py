@@ -11,10 +11,11 @@ import docker
 import docker.errors
 import pytest
 
-from homelab_release.build import BuiltImage, build_image, push_order
+from homelab_release.build import BuildDurations, BuiltImage, build_image, push_order
 from homelab_release.cli import main
 from homelab_release.demo.sandbox import DockerEngine, LocalRegistry, busybox_context
 from homelab_release.dockerfile import buildkit_features
+from homelab_release.engines.base import credential_secrets, step_count
 from homelab_release.engines.docker import DockerBuilder
 from homelab_release.errors import BuildError, ImageRefError, PushError
 from homelab_release.images import ImageRef
@@ -60,6 +61,21 @@ def test_push_order_puts_latest_last(tags: list[str] | str, expected: tuple[str,
 def test_push_order_rejects(tags: list[str], error: type[Exception]) -> None:
     with pytest.raises(error):
         push_order(tags)
+
+
+def test_the_helpers_every_engine_shares() -> None:
+    assert [step_count(n) for n in (0, 1, 2)] == ["0 steps", "1 step", "2 steps"]
+    password = HiddenText("s3cret")
+    assert credential_secrets(RegistryCredentials("user", password)) == (password,)
+    assert credential_secrets(None) == ()
+
+
+def test_build_durations_as_dict_gives_every_phase_in_order_rounded() -> None:
+    phases = BuildDurations(cache_pull=0.12345, build=2.3456, push=0.4, verify=0.0049)
+    assert list(phases.as_dict(2).items()) == [
+        ("cache_pull", 0.12), ("build", 2.35), ("push", 0.4), ("verify", 0.0)
+    ]  # fmt: skip
+    assert phases.as_dict(3) == {"cache_pull": 0.123, "build": 2.346, "push": 0.4, "verify": 0.005}
 
 
 @pytest.mark.parametrize(

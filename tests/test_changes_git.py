@@ -15,10 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from homelab_release import changes, proc
-from homelab_release.changes import base_from_env, changed_files, detect_changes, pipeline_base
+from homelab_release.changes import detect_changes, pipeline_base
 from homelab_release.config import load_config
-from homelab_release.context import PipelineInfo
+from homelab_release.context import CiContext, PipelineInfo
 from homelab_release.errors import ConfigError, GitError
+from homelab_release.git import changed_files
 from tests.gitrepo import GitRepo, run_git
 
 SERVICES = {"vote": ["vote/**/*"], "result": ["result/**/*"], "worker": ["worker/**/*"]}
@@ -243,10 +244,11 @@ def test_before_sha_that_exists_nowhere_means_every_service(seeded: GitRepo) -> 
     assert "CI_COMMIT_BEFORE_SHA 123456789012 is not in the clone" in change.reason
 
 
-def test_base_from_env_returns_sha_and_reason(seeded: GitRepo) -> None:
+def test_pipeline_base_of_a_push_returns_sha_and_reason(seeded: GitRepo) -> None:
     before = seeded.head()
     head = seeded.commit("x", "vote/x")
-    sha, reason = base_from_env(seeded.path, head, push_env(before))
+    pipeline = CiContext.from_env(push_env(before)).pipeline
+    sha, reason = pipeline_base(seeded.path, head, pipeline)
     assert sha == before
     assert "push pipeline" in reason
 

@@ -58,6 +58,7 @@ from homelab_release.gitlabtext import parse_gitlab_array
 from homelab_release.overlay import read_overlay_images
 from homelab_release.secrets import HiddenText
 from homelab_release.workspace import Workspace
+from tests.faults import FallingEngine
 from tests.gitlabci import add_gitlab_origin, job_results, run_pipeline, started_jobs
 from tests.gitrepo import run_git
 
@@ -442,13 +443,13 @@ def test_fan_out_build_each_and_publish_land_one_commit_like_build_develop(box: 
         app.write_text(app.read_text() + "echo v2\n")
     head = box.repos.commit("vote, worker: v2")
     parent = box.pipeline_env(branch="develop", before=before, sha=head)
-    done = fan_out(work, SETTINGS, env=parent)
+    done = fan_out(work, settings=SETTINGS, env=parent)
     assert done.output == work / "child-pipeline.yml"
     assert done.output.read_text() == done.text
     assert json.loads((work / "changes.json").read_text())["services"] == ["vote", "worker"]
     assert done.pipeline.build_jobs == ("build:vote", "build:worker")
     env = child_env(box, done.pipeline, before)
-    records = [build_planned_service(work, s, env=env) for s in done.pipeline.services]
+    records = [build_planned_service(work, service=s, env=env) for s in done.pipeline.services]
     assert [r.path.name for r in records] == ["vote.json", "worker.json"]
     assert all(r.build.ok and r.build.tag == head for r in records)
     tip = run_git(box.repos.remote, "rev-parse", "k8s-manifests").strip()
@@ -489,6 +490,28 @@ def test_build_service_refuses_a_service_the_parent_did_not_plan_and_records_why
     assert "not in the parent pipeline's plan" in record["error"]
 
 
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [(RuntimeError("the engine fell over"), "RuntimeError: the engine fell over"),
+     (KeyboardInterrupt(), "KeyboardInterrupt")],
+)  # fmt: skip
+def test_a_build_job_that_an_unexpected_error_ends_still_writes_its_record(
+    box: Sandbox, tmp_path: Path, error: BaseException, text: str
+) -> None:
+    work = box.repos.work
+    head = git(work, "rev-parse", "HEAD").strip()
+    built = tmp_path / "built"
+    env = box.pipeline_env(branch="develop", before=head, sha=head)
+    engine = FallingEngine(error)
+    with pytest.raises(type(error)) as raised:
+        build_planned_service(work, service="vote", output=built, engine=engine, env=env)
+    assert raised.value is error
+    record = json.loads((built / "vote.json").read_text())
+    assert (record["service"], record["ok"], record["tag"]) == ("vote", False, head)
+    assert record["repository"] == f"{box.registry.address}/homelab/vote"
+    assert record["error"] == text
+
+
 def test_publish_with_a_failed_build_writes_the_others_and_exits_1(
     box: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -498,9 +521,11 @@ def test_publish_with_a_failed_build_writes_the_others_and_exits_1(
         app = work / service / "app.sh"
         app.write_text(app.read_text() + "echo v3\n")
     head = box.repos.commit("vote, result: v3")
-    done = fan_out(work, SETTINGS, env=box.pipeline_env(branch="develop", before=before, sha=head))
+    done = fan_out(
+        work, settings=SETTINGS, env=box.pipeline_env(branch="develop", before=before, sha=head)
+    )
     env = child_env(box, done.pipeline, before)
-    build_planned_service(work, "vote", env=env)  # result's build job never reports
+    build_planned_service(work, service="vote", env=env)  # result's build job never reports
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert main(["publish-develop", "--repo", str(work)]) == 1
@@ -534,12 +559,12 @@ def test_fan_out_refuses_an_overlay_missing_before_any_build(box: Sandbox) -> No
     with pytest.raises(
         ConfigError, match="overlay k8s/overlays/dev of environment develop does not exist"
     ):
-        fan_out(work, SETTINGS, env=env)
+        fan_out(work, settings=SETTINGS, env=env)
     assert not (work / "child-pipeline.yml").exists()
 
 
 def test_a_hand_made_config_has_its_sources_checked_when_planned(tmp_path: Path) -> None:
-    from homelab_release.config import Environment, ReleaseConfig, Service
+    from homelab_release.config import Environment, ReleaseConfig, Service, load_config
     from homelab_release.context import CiContext
     from homelab_release.develop import plan_services
 
@@ -551,13 +576,27 @@ def test_a_hand_made_config_has_its_sources_checked_when_planned(tmp_path: Path)
     services = (
         Service("vote", ("vote/**/*",), "vote", "vote/Dockerfile", "vote"),
         Service("poll", ("poll/**/*",), "poll", "poll/Dockerfile", "poll"),
+        Service("vtoe", ("vtoe/**/*",), "vtoe", "vtoe/Dockerfile", "vtoe"),
+        Service("web", ("vote/**/*",), "vote", "vote/Containerfile", "web"),
     )
     develop = (Environment("develop", "k8s/overlays/develop"),)
     config = ReleaseConfig(tmp_path, registry=REGISTRY, services=services, environments=develop)
     ws = Workspace(tmp_path, config, CiContext.from_env({}), {})
     assert plan_services(ws, ["vote"]).services == ("vote",)
-    with pytest.raises(ConfigError, match=r"services\.poll\.context = 'poll': no such folder"):
+    with pytest.raises(ConfigError, match=r"\[services\.poll\]: its build context 'poll' is not a"):
         plan_services(ws, ["poll"])
+    with pytest.raises(ConfigError, match="Dockerfile 'vote/Containerfile' does not exist"):
+        plan_services(ws, ["web"])
+    # The same failure reads the same as when the configuration is loaded: one check.
+    with pytest.raises(ConfigError) as planned:
+        plan_services(ws, ["vtoe"])
+    assert "(did you mean [services.vote]?)" in str(planned.value)
+    (tmp_path / "homelab-release.toml").write_text("[services.vote]\n[services.vtoe]\n")
+    with pytest.raises(ConfigError) as loaded:
+        load_config(tmp_path)
+    assert str(planned.value).removeprefix(config.where) == str(loaded.value).removeprefix(
+        str(tmp_path / "homelab-release.toml")
+    )
 
 
 def small_monorepo(root: Path, services: tuple[str, ...] = ("vote", "result")) -> str:
@@ -580,6 +619,28 @@ def small_monorepo(root: Path, services: tuple[str, ...] = ("vote", "result")) -
     return first
 
 
+def test_a_cache_repo_given_to_a_workflow_replaces_the_configured_one(tmp_path: Path) -> None:
+    small_monorepo(tmp_path / "monorepo")
+    ws = Workspace.open(tmp_path / "monorepo", env={})
+    assert ws.config.cache_repo == "registry.example.com/m/cache"
+    assert ws.with_cache_repo(None) is ws
+    assert ws.with_cache_repo("").config.cache_repo == ""
+    assert ws.with_cache_repo("registry.example.com/m/layers").config.cache_repo == (
+        "registry.example.com/m/layers"
+    )
+    assert ws.config.cache_repo == "registry.example.com/m/cache", "a new workspace, this one kept"
+
+
+def test_fan_out_gives_the_child_jobs_the_write_mode_of_the_env_it_reads(tmp_path: Path) -> None:
+    first = small_monorepo(tmp_path / "monorepo")
+    env = {"CI_PROJECT_DIR": str(tmp_path), "HOMELAB_RELEASE_WRITE": "merge-request"}
+    for settings, mode in ((SETTINGS, "merge-request"), (replace(SETTINGS, write="push"), "push")):
+        done = fan_out(
+            tmp_path / "monorepo", settings=settings, base=first, check_overlay=False, env=env
+        )
+        assert load(done.text)[JOB_TEMPLATE]["variables"]["HOMELAB_RELEASE_WRITE"] == mode
+
+
 def test_the_command_reads_the_template_options_as_gitlab_writes_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -597,8 +658,11 @@ def test_the_command_reads_the_template_options_as_gitlab_writes_them(
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "child pipeline: 2 build job(s), then the writer" in out
-    changes = json.loads((tmp_path / "homelab-release-reports" / "changes.json").read_text())
+    written = (tmp_path / "homelab-release-reports" / "changes.json").read_text()
+    changes = json.loads(written)
     assert (changes["base"], changes["services"]) == (first, ["result", "vote"])
+    assert main(["changes", "--repo", str(tmp_path / "monorepo"), "--base", first, "--json"]) == 0
+    assert capsys.readouterr().out == written, "changes.json is what changes --json prints"
     data = load(output.read_text())
     assert data[".homelab-release"]["tags"] == ["docker", "linux"]
     build = data[".homelab-release-build"]

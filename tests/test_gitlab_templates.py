@@ -317,16 +317,7 @@ def flow(
     change = repos.commit("vote: v2", "vote")
     tip = _tip(repos)
     with git_http_server(tmp, "oauth2", TOKEN) as url:
-        host = url.removeprefix("http://")
-        variables = {
-            "CI_PROJECT_DIR": str(repos.work),
-            "CI_REPOSITORY_URL": f"http://gitlab-ci-token:{JOB_TOKEN}@{host}/remote.git",
-            "GITLAB_TOKEN": TOKEN,
-            "CI_REGISTRY": registry.address,
-            "CI_REGISTRY_IMAGE": f"{registry.address}/homelab",
-            "CI_REGISTRY_USER": registry.credentials.username,
-            "CI_REGISTRY_PASSWORD": registry.credentials.password.secret,
-        }
+        variables = project_variables(repos.work, url, registry)
         develop = run_pipeline(repos.work, variables=variables | {"CI_COMMIT_BEFORE_SHA": base})
         after_develop = _tip(repos)
         git(repos.work, "checkout", "--quiet", "-b", "stage")
@@ -713,16 +704,9 @@ def test_develop_pipeline_builds_with_buildah_and_no_docker_engine(
     change = repos.commit("vote: v2", "vote")
     project = f"{registry.address}/homelab-buildah-{change[:8]}"
     with git_http_server(tmp_path / "flow", "oauth2", TOKEN) as url:
-        host = url.removeprefix("http://")
-        variables = {
-            "CI_PROJECT_DIR": str(repos.work),
-            "CI_REPOSITORY_URL": f"http://gitlab-ci-token:{JOB_TOKEN}@{host}/remote.git",
+        variables = project_variables(repos.work, url, registry) | {
             "CI_COMMIT_BEFORE_SHA": base,
-            "GITLAB_TOKEN": TOKEN,
-            "CI_REGISTRY": registry.address,
             "CI_REGISTRY_IMAGE": project,
-            "CI_REGISTRY_USER": registry.credentials.username,
-            "CI_REGISTRY_PASSWORD": registry.credentials.password.secret,
             "DOCKER_HOST": f"unix://{tmp_path}/no-docker-engine.sock",  # nothing answers here
             "CONTAINERS_STORAGE_CONF": buildah_env["CONTAINERS_STORAGE_CONF"],
         }

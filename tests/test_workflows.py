@@ -20,8 +20,10 @@ from homelab_release.overlay import ImageEntry, read_overlay_images
 from homelab_release.promotion import promote_overlay
 from homelab_release.registry import image_exists, manifest_digest
 from homelab_release.releases import release
+from homelab_release.secrets import MASK
 from homelab_release.status import environment_status
 from homelab_release.workflows import BuildDevelopResult, build_develop, plan, promote
+from tests.faults import FallingEngine
 from tests.githttp import git_http_server
 from tests.gitrepo import run_git
 
@@ -413,6 +415,53 @@ def test_a_service_without_its_folder_is_an_error_in_plan_and_build(box: Sandbox
             ConfigError, match=r"\[services\.vote\]: its build context 'votee' is not a folder"
         ):
             workflow(box.repos.work, env=push_env(box, ZERO_SHA))
+
+
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        (RuntimeError("the engine fell over"), "RuntimeError: the engine fell over"),
+        (KeyboardInterrupt(), "KeyboardInterrupt"),
+    ],
+)
+def test_an_error_the_library_does_not_raise_still_leaves_both_reports(
+    box: Sandbox, tmp_path: Path, error: BaseException, text: str
+) -> None:
+    """An SDK's own error or an interrupt ends the run: the reports say so, the error goes on."""
+    commits = manifests_commits(box)
+    password = box.registry.credentials.password.secret
+    error.args = tuple(f"{arg} (logged in with {password})" for arg in error.args)
+    reports = tmp_path / "reports"
+    with pytest.raises(type(error)) as raised:
+        build_develop(
+            box.repos.work,
+            env=push_env(box, ZERO_SHA),
+            engine=FallingEngine(error),
+            report_dir=reports,
+            workers=1,
+        )
+    assert raised.value is error
+    report = json.loads((reports / "release-report.json").read_text())
+    assert report["error"] == text + (f" (logged in with {MASK})" if error.args else "")
+    assert report["builds"] == []
+    assert report["failed"] == report["changes"]["services"] == ["result", "vote", "worker"]
+    dotenv = (reports / "build.env").read_text()
+    assert "FAILED_SERVICES=result,vote,worker" in dotenv.splitlines()
+    assert password not in dotenv + (reports / "release-report.json").read_text()
+    assert manifests_commits(box) == commits
+
+
+def test_reports_that_cannot_be_written_do_not_hide_the_error_that_ended_the_run(
+    box: Sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    not_a_folder = tmp_path / "reports"
+    not_a_folder.write_text("a file where the report folder should be\n")
+    with pytest.raises(ConfigError, match="no environment 'qa'"):
+        build_develop(
+            box.repos.work, environment="qa", env=push_env(box, ZERO_SHA), report_dir=not_a_folder
+        )
+    assert "the reports of the failed run could not be written" in caplog.text
+    assert not_a_folder.read_text() == "a file where the report folder should be\n"
 
 
 def test_reports_go_to_a_named_folder_outside_ci(

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     done = build_planned_service(
         args.repo,
-        args.service,
+        service=args.service,
         output=args.output,
         tag=args.tag,
         engine=args.engine,

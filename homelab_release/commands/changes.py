@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import logging
 
 from homelab_release.changes import ChangeSet, detect_changes
 from homelab_release.commands._common import add_repo_option
 
-__all__ = ["register", "render", "render_json", "run"]
+__all__ = ["register", "render", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +35,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     changes = detect_changes(args.repo, base=args.base, head=args.head)
     log.info("changes: %s", changes.reason)
-    print(render_json(changes) if args.json else render(changes), end="")
+    print(changes.to_json() if args.json else render(changes), end="")
     return 0
 
 
 def render(changes: ChangeSet) -> str:
     """One changed service per line (nothing when none changed)."""
     return "".join(f"{name}\n" for name in changes.services)
-
-
-def render_json(changes: ChangeSet) -> str:
-    """The change set as a JSON object: base, head, files, services and reason."""
-    return json.dumps(dataclasses.asdict(changes), indent=2) + "\n"

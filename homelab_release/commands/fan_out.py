@@ -6,7 +6,6 @@ import argparse
 
 from homelab_release.childpipeline import MAX_NEEDS, JobSettings
 from homelab_release.commands._common import add_repo_option, section
-from homelab_release.context import CiContext
 from homelab_release.errors import ConfigError
 from homelab_release.fanout import FanOut, fan_out
 from homelab_release.gitlabtext import parse_gitlab_array
@@ -93,15 +92,14 @@ def settings(args: argparse.Namespace) -> JobSettings:
         build_args=args.build_args,
         publish_args=args.publish_args,
         resource_group=args.resource_group,
-        write=CiContext.from_env().write_mode,  # HOMELAB_RELEASE_WRITE of the fan_out job
-    )
+    )  # write: fan_out takes HOMELAB_RELEASE_WRITE from the environment it reads
 
 
 def run(args: argparse.Namespace) -> int:
     with section("fan_out"):
         done = fan_out(
             args.repo,
-            settings(args),
+            settings=settings(args),
             environment=args.environment,
             base=args.base,
             output=args.output,

@@ -3,7 +3,8 @@
 An engine builds a :class:`BuildRequest` into a local image and pushes one tag of it; everything
 else (checking arguments, confirming digests with the registry, moving ``latest``) happens once,
 in :mod:`homelab_release.build`, for every engine alike. A new engine is one module with a class
-that has the methods of :class:`Engine`; :class:`BuildLog` is the log handling they share.
+that has the methods of :class:`Engine`; :class:`BuildLog` is the log handling they share,
+:func:`credential_secrets` and :func:`step_count` small helpers.
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ from typing import Protocol
 from homelab_release.images import ImageRef
 from homelab_release.secrets import HiddenText, RegistryCredentials, redact
 
-__all__ = ["DEFAULT_TIMEOUT", "LOG_TAIL", "BuildLog", "BuildRequest", "Engine", "LocalImage"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "LOG_TAIL",
+    "BuildLog",
+    "BuildRequest",
+    "Engine",
+    "LocalImage",
+    "credential_secrets",
+    "step_count",
+]
 
 DEFAULT_TIMEOUT = 600.0  # seconds one engine request (or one quiet build step) may take
 LOG_TAIL = 20  # lines of the build log a BuildError ends with
@@ -149,3 +159,13 @@ class BuildLog:
         if not self._tail:
             return ""
         return "\n  last lines of the build log:\n    " + "\n    ".join(self._tail)
+
+
+def credential_secrets(credentials: RegistryCredentials | None) -> tuple[HiddenText, ...]:
+    """What an engine masks in its output and errors: the registry password, if any."""
+    return (credentials.password,) if credentials else ()
+
+
+def step_count(count: int) -> str:
+    """``1 step``, ``3 steps``: how many build steps came from cache, for the log."""
+    return f"{count} step" + ("" if count == 1 else "s")

@@ -34,7 +34,6 @@ what ``--label`` does from 1.30 on (containers/buildah#4511, #4673).
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -65,11 +64,18 @@ from homelab_release.dockerfile import (
     read_dockerfile,
     stage_args,
 )
-from homelab_release.engines.base import DEFAULT_TIMEOUT, BuildLog, BuildRequest, LocalImage
+from homelab_release.engines.base import (
+    DEFAULT_TIMEOUT,
+    BuildLog,
+    BuildRequest,
+    LocalImage,
+    credential_secrets,
+    step_count,
+)
 from homelab_release.errors import BuildError, CommandError, PushError, RegistryError, ReleaseError
 from homelab_release.images import ImageRef
 from homelab_release.registry import manifest_digest, registry_host, scheme
-from homelab_release.secrets import HiddenText, RegistryCredentials, redact
+from homelab_release.secrets import RegistryCredentials, redact
 
 __all__ = [
     "ARG_CACHE_VERSION",
@@ -314,7 +320,7 @@ class BuildahBuilder:
                 log.warning("building without the cache repository %s: %s", cache, err)
                 cached = run(None)
             image_id = iidfile.read_text(encoding="utf-8").strip()
-        log.info("built %s (%s from cache)", image_id[:19], _steps(cached))
+        log.info("built %s (%s from cache)", image_id[:19], step_count(cached))
         return LocalImage(image_id, cached, {"build": time.monotonic() - started})
 
     def push(
@@ -441,7 +447,7 @@ class BuildahBuilder:
 
     def _log(self, request: BuildRequest, credentials: RegistryCredentials | None) -> BuildLog:
         return BuildLog(
-            _secrets(credentials),
+            credential_secrets(credentials),
             request.repository.path.rsplit("/", 1)[-1],
             logger=log,
             progress=_PROGRESS,
@@ -468,7 +474,7 @@ class BuildahBuilder:
                 env=self._environment(),
                 inherit_env=False,
                 idle_timeout=self._timeout,
-                secrets=_secrets(credentials),
+                secrets=credential_secrets(credentials),
             )
         except CommandError as err:
             raise error(f"buildah {argv[1]}: {err}") from None
@@ -554,14 +560,6 @@ def _host_platform() -> str:
     return f"linux/{_GO_ARCH.get(machine, machine)}"
 
 
-def _steps(count: int) -> str:
-    return f"{count} step" + ("" if count == 1 else "s")
-
-
-def _secrets(credentials: RegistryCredentials | None) -> tuple[HiddenText, ...]:
-    return (credentials.password,) if credentials else ()
-
-
 @contextmanager
 def _private_folder() -> Iterator[Path]:
     """A folder only this user can enter (0700), removed with everything in it afterwards."""
@@ -580,8 +578,7 @@ def _auth_file(
     if credentials is None:
         return None
     host = repository.domain or "docker.io"
-    raw = f"{credentials.username}:{credentials.password.secret}".encode()
-    content = {"auths": {host: {"auth": base64.b64encode(raw).decode("ascii")}}}
+    content = {"auths": {host: {"auth": credentials.basic_token()}}}
     path = folder / "auth.json"
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
@@ -653,7 +650,7 @@ def _cache_problem(
             insecure=request.insecure_registries,
         )
     except RegistryError as err:
-        return redact(str(err), _secrets(credentials))
+        return redact(str(err), credential_secrets(credentials))
     return ""
 
 

@@ -23,11 +23,18 @@ import requests.exceptions
 from docker.utils import kwargs_from_env
 
 from homelab_release.dockerfile import buildkit_features
-from homelab_release.engines.base import DEFAULT_TIMEOUT, BuildLog, BuildRequest, LocalImage
+from homelab_release.engines.base import (
+    DEFAULT_TIMEOUT,
+    BuildLog,
+    BuildRequest,
+    LocalImage,
+    credential_secrets,
+    step_count,
+)
 from homelab_release.errors import BuildError, PushError
 from homelab_release.images import ImageRef
 from homelab_release.registry import TransientError, registry_host, with_retries
-from homelab_release.secrets import HiddenText, RegistryCredentials, redact
+from homelab_release.secrets import RegistryCredentials, redact
 
 __all__ = ["DEFAULT_HOST", "ENGINE_HINT", "DockerBuilder", "docker_host"]
 
@@ -182,7 +189,7 @@ class DockerBuilder:
     ) -> tuple[str, int]:
         """Build; the image ID and how many steps came from cache. Streams the log at DEBUG."""
         log.info("building %s from %s", request.repository, request.context)
-        secrets = _secrets(credentials)
+        secrets = credential_secrets(credentials)
         lines = BuildLog(
             secrets,
             request.repository.path.rsplit("/", 1)[-1],
@@ -218,7 +225,7 @@ class DockerBuilder:
             raise BuildError(
                 f"building {request.repository} ended without an image ID{lines.tail()}"
             )
-        log.info("built %s (%s from cache)", image_id[:19], _steps(lines.cached))
+        log.info("built %s (%s from cache)", image_id[:19], step_count(lines.cached))
         return image_id, lines.cached
 
     def _tag(self, request: BuildRequest, image_id: str, tag: str) -> None:
@@ -229,14 +236,6 @@ class DockerBuilder:
             raise BuildError(f"tagging {image_id} as {name} failed: {err}") from None
         if not ok:
             raise BuildError(f"the engine refused to tag {image_id} as {name}")
-
-
-def _steps(count: int) -> str:
-    return f"{count} step" + ("" if count == 1 else "s")
-
-
-def _secrets(credentials: RegistryCredentials | None) -> tuple[HiddenText, ...]:
-    return (credentials.password,) if credentials else ()
 
 
 def _auth_for(
@@ -332,7 +331,7 @@ def _engine_call(
             docker.errors.DockerException,
             requests.exceptions.RequestException,
         ) as err:
-            message = redact(_explain(err), _secrets(credentials))
+            message = redact(_explain(err), credential_secrets(credentials))
             if isinstance(err, docker.errors.NotFound) or _NOT_FOUND.search(message):
                 raise _NotFoundError(message) from None
             if _TRANSIENT.search(message) or isinstance(err, requests.exceptions.ConnectionError):
