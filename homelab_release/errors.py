@@ -29,27 +29,35 @@ __all__ = [
 class ReleaseError(Exception):
     """Base of every error homelab-release raises on purpose.
 
-    ``parameter`` names the argument the message tells a Python caller to fix (``base=``); the
-    command line shows the flag instead (``--base``, see :meth:`for_command_line`).
+    ``parameter`` names the argument (or a tuple of the arguments) the message tells a Python
+    caller to fix (``base=``); the command line shows the flag instead (``--base``, see
+    :meth:`for_command_line`).
     """
 
-    def __init__(self, *args: object, parameter: str | None = None) -> None:
+    def __init__(self, *args: object, parameter: str | tuple[str, ...] | None = None) -> None:
         super().__init__(*args)
         self.parameter = parameter
 
     def for_command_line(self) -> str:
         """The message as the command line says it: ``name=True`` becomes ``--name``,
         ``name=False`` ``--no-name``, ``name=VALUE`` ``--name VALUE`` and a bare ``name=``
-        ``--name``."""
+        ``--name``; a parameter whose flag is named differently (``images=``, ``--image``)
+        takes that flag's name."""
         text = str(self)
-        if self.parameter:
-            name = re.escape(self.parameter)
-            flag = "--" + self.parameter.replace("_", "-")
+        names = (self.parameter,) if isinstance(self.parameter, str) else self.parameter or ()
+        for parameter in names:
+            name = re.escape(parameter)
+            flag = _FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
             text = re.sub(rf"\b{name}=True\b", flag, text)
             text = re.sub(rf"\b{name}=False\b", "--no-" + flag[2:], text)
             text = re.sub(rf"\b{name}=(?=[^\s)\]}},;:.])", flag + " ", text)
             text = re.sub(rf"\b{name}=", flag, text)
         return text
+
+
+#: Library parameters whose command-line flag is not ``--`` plus the name: a repeatable flag
+#: takes one value each time, so it is singular.
+_FLAGS = {"images": "--image"}
 
 
 class ConfigError(ReleaseError):

@@ -128,10 +128,12 @@ def verify_promoted(entries: Sequence[ImageEntry], lookup: DigestLookup) -> None
     is wrong (missing images, entries that name no tag or digest to look up)."""
     check = check_entries(entries, lookup, doing="promoting", error=PromotionError)
     if check.problem:
-        remedy = "rebuild the missing ones (build_develop), or promote the others by name"
+        remedy = "rebuild the missing ones (build_develop), or promote only the others: images=NAME"
         if check.unverifiable:
             remedy += ", or promote without the check: verify=False"
-        raise PromotionError(f"not promoting: {check.problem}; {remedy}", parameter="verify")
+        raise PromotionError(
+            f"not promoting: {check.problem}; {remedy}", parameter=("images", "verify")
+        )
 
 
 def promotion_of(

@@ -249,12 +249,17 @@ def test_library_messages_name_the_parameter_and_the_command_line_the_flag(
             "pass --allow-downgrade to go back",
         ),
         ("promote with verify=False", "verify", "promote with --no-verify"),
-        ("pass images=vote to promote", "images", "pass --images vote to promote"),
+        ("pass images=vote to promote", "images", "pass --image vote to promote"),
+        (
+            "promote images=NAME, or verify=False",
+            ("images", "verify"),
+            "promote --image NAME, or --no-verify",
+        ),
         ("nothing to change in base_ref=x", "base", "nothing to change in base_ref=x"),
     ],
 )
 def test_for_command_line_turns_parameters_into_flags(
-    message: str, parameter: str, shown: str
+    message: str, parameter: str | tuple[str, ...], shown: str
 ) -> None:
     from homelab_release.errors import ReleaseError
 

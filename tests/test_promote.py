@@ -128,7 +128,10 @@ def test_tag_suffix_without_tag_cannot_be_verified(tmp_path: Path) -> None:
         PromotionError, match=r"entry 'vote'.*tagSuffix '-debug'.*verify=False"
     ) as refused:
         promote_overlay(source, target)
-    assert refused.value.for_command_line().endswith("--no-verify")
+    assert "promote only the others: images=NAME" in str(refused.value)
+    shown = refused.value.for_command_line()
+    assert "promote only the others: --image NAME" in shown
+    assert shown.endswith("--no-verify")
     assert (target / "kustomization.yaml").read_text() == HEAD
 
 
