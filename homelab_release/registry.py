@@ -104,6 +104,9 @@ _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _GENERIC_TYPES = ("", "application/json", "application/octet-stream", "text/plain")
 _PULL = ("pull",)
 _PUSH = ("pull", "push")
+#: Registries (``host[:port]``) that answered a request with a Basic challenge: later sessions
+#: with credentials send them with their first request instead of being refused once more.
+_BASIC_HOSTS: set[str] = set()
 
 
 class TransientError(Exception):
@@ -656,6 +659,9 @@ def _check_status(response: _Response, reference: ImageRef) -> None:
 class _Session:
     """Requests to one repository of one registry, answering Basic and Bearer challenges.
 
+    A registry that asked for Basic authentication once gets the credentials with the first
+    request of every later session (a retag is then three requests, not four).
+
     ``actions`` are what a Bearer token is asked for on this repository (``pull``, or
     ``pull, push`` for a session that puts manifests).
     """
@@ -677,6 +683,8 @@ class _Session:
         self.insecure = insecure
         self.actions = actions
         self._authorization: HiddenText | None = None
+        if credentials is not None and host in _BASIC_HOSTS:
+            self._authorization = HiddenText(credentials.basic_header())
 
     @classmethod
     def of(
@@ -731,6 +739,7 @@ class _Session:
     def _answer(self, challenge: str) -> HiddenText | None:
         kind, params = parse_challenge(challenge)
         if kind == "basic":
+            _BASIC_HOSTS.add(self.host)
             return HiddenText(self.credentials.basic_header()) if self.credentials else None
         if kind == "bearer" and "realm" in params:
             return HiddenText("Bearer " + self._token(params))

@@ -475,6 +475,18 @@ def test_retag_by_digest_puts_the_same_manifest_under_the_version(
     assert not _leaks(registry.credentials.password.secret, caplog)
 
 
+def test_a_registry_that_asked_for_basic_once_gets_the_credentials_up_front(
+    images: Images, registry: LocalRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert manifest_digest(images.ref("c1"), registry.credentials) == images.digests["c1"]
+    caplog.set_level(logging.DEBUG)
+    digest = images.digests["c2"]
+    assert retag(images.repository.with_digest(digest), "basic-known", registry.credentials)
+    # no request is refused first: the session sent the credentials with the GET
+    assert [step[2] for step in _registry_log(caplog)] == ["200", "201", "200"]
+    assert not _leaks(registry.credentials.password.secret, caplog)
+
+
 def test_retag_moves_an_existing_tag(images: Images, registry: LocalRegistry) -> None:
     credentials = registry.credentials
     assert retag(images.ref("c1"), "moving", credentials) == images.digests["c1"]
