@@ -683,6 +683,7 @@ class _Session:
         self.insecure = insecure
         self.actions = actions
         self._authorization: HiddenText | None = None
+        self._challenged = False
         if credentials is not None and host in _BASIC_HOSTS:
             self._authorization = HiddenText(credentials.basic_header())
 
@@ -709,10 +710,13 @@ class _Session:
     def request(
         self, method: str, url: str, *, body: bytes | None = None, content_type: str | None = None
     ) -> _Response:
-        """Send ``method url``; on a 401 answer the challenge once and send it again."""
+        """Send ``method url``; on the session's first 401 answer the challenge and send it again
+        (credentials sent up front and refused are sent again only if the challenge asks for
+        them)."""
         response = self._send(method, url, body=body, content_type=content_type)
-        if response.status != 401 or self._authorization is not None:
+        if response.status != 401 or self._challenged:
             return response
+        self._challenged = True
         self._authorization = self._answer(response.headers.get("WWW-Authenticate", ""))
         if self._authorization is None:
             return response
@@ -741,6 +745,7 @@ class _Session:
         if kind == "basic":
             _BASIC_HOSTS.add(self.host)
             return HiddenText(self.credentials.basic_header()) if self.credentials else None
+        _BASIC_HOSTS.discard(self.host)
         if kind == "bearer" and "realm" in params:
             return HiddenText("Bearer " + self._token(params))
         raise RegistryError(

@@ -1043,6 +1043,21 @@ def test_bearer_retag_asks_one_token_for_pull_and_push(
     assert _BearerRegistry.scopes == [[f"repository:{VOTE}:pull,push"]]
 
 
+def test_credentials_sent_up_front_and_refused_still_answer_a_bearer_challenge(
+    bearer_registry: str,
+) -> None:
+    # as when the address of a Basic registry is later served by one with token auth
+    from homelab_release import registry as module
+
+    module._BASIC_HOSTS.add(bearer_registry)
+    reference = ImageRef.parse(f"{bearer_registry}/{VOTE}:v1")
+    assert retag(reference, "1.4.0", _user("writer")) == _sha256(
+        _BearerRegistry.store[f"{VOTE}/manifests/v1"][1]
+    )
+    assert _BearerRegistry.scopes == [[f"repository:{VOTE}:pull,push"]]
+    assert bearer_registry not in module._BASIC_HOSTS
+
+
 @pytest.mark.parametrize("name_scope", [True, False])
 def test_bearer_reads_ask_for_pull_only(bearer_registry: str, name_scope: bool) -> None:
     _BearerRegistry.name_scope = name_scope
