@@ -934,9 +934,10 @@ class _BearerRegistry(BaseHTTPRequestHandler):
         digest = _sha256(body)
         for ref in (found["ref"], digest):
             self.store[f"{found['path']}/manifests/{ref}"] = (self.headers["Content-Type"], body)
-        self._answer(201, {"Docker-Content-Digest": digest})
         if self.tamper == "race":  # another pipeline puts its image under the tag right after
+            # (stored before the answer, so the client's next request cannot come first)
             self.seed(found["path"], found["ref"], {REVISION: "other"}, DOCKER_MANIFEST)
+        self._answer(201, {"Docker-Content-Digest": digest})
 
     def _serve(self) -> None:
         found = _API.match(urlsplit(self.path).path)
