@@ -87,18 +87,11 @@ def build(box: Sandbox, before: str) -> None:
     assert all(b.ok for b in result.builds)
 
 
-@dataclass(frozen=True)
-class Released:
-    box: Sandbox
-    states: tuple[str, ...]  # develop's manifests commits, oldest first
-    released: str  # the manifests commit of the v1.0.0 release
-
-
-@pytest.fixture(scope="module")
-def released(
-    tmp_path_factory: pytest.TempPathFactory, docker_engine: DockerEngine, registry: LocalRegistry
-) -> Released:
-    folder = tmp_path_factory.mktemp("released")
+def two_builds(
+    folder: Path, docker_engine: DockerEngine, registry: LocalRegistry
+) -> tuple[Sandbox, str, str]:
+    """The example built on its first push, then again after a commit that changes vote; the
+    sandbox and the manifests commit of each build."""
     box = Sandbox(
         folder,
         docker_engine.host,
@@ -112,7 +105,21 @@ def released(
     script.write_text(script.read_text() + "# v2\n")
     box.repos.commit("vote: v2", "vote/app.sh")
     build(box, before)
-    second = tip(box)
+    return box, first, tip(box)
+
+
+@dataclass(frozen=True)
+class Released:
+    box: Sandbox
+    states: tuple[str, ...]  # develop's manifests commits, oldest first
+    released: str  # the manifests commit of the v1.0.0 release
+
+
+@pytest.fixture(scope="module")
+def released(
+    tmp_path_factory: pytest.TempPathFactory, docker_engine: DockerEngine, registry: LocalRegistry
+) -> Released:
+    box, first, second = two_builds(tmp_path_factory.mktemp("released"), docker_engine, registry)
     promote(box.repos.work, to="stage", env=env_of(box))
     result = release(box.repos.work, env=env_of(box, CI_COMMIT_TAG="v1.0.0"))
     assert result.commit is not None
@@ -445,19 +452,7 @@ def test_rollback_refuses_when_an_image_is_gone(
     tmp_path: Path, docker_engine: DockerEngine, registry: LocalRegistry
 ) -> None:
     """Builds of its own (images under a prefix of its own): it deletes an image."""
-    box = Sandbox(
-        tmp_path,
-        docker_engine.host,
-        registry,
-        create_example_repos(tmp_path / "repos", without=BUILDAH_ONLY),
-    )
-    build(box, ZERO_SHA)
-    first = tip(box)
-    before = box.repos.head()
-    script = box.repos.work / "vote" / "app.sh"
-    script.write_text(script.read_text() + "# v2\n")
-    box.repos.commit("vote: v2", "vote/app.sh")
-    build(box, before)
+    box, first, _ = two_builds(tmp_path, docker_engine, registry)
     old = overlay(box, "develop", first)["vote"]
     assert old.new_name
     assert old.digest
