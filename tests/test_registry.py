@@ -667,7 +667,23 @@ def test_unreachable_registry_for_every_call(stopped_registry: LocalRegistry, ca
 DIGEST = "sha256:" + "b" * 64
 
 
-class _TokenRegistry(BaseHTTPRequestHandler):
+class _Handler(BaseHTTPRequestHandler):
+    """What the small local servers below share: an answer with a body, and no request log."""
+
+    def _answer(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Silence the default request log on stderr."""
+
+
+class _TokenRegistry(_Handler):
     """``/token`` checks Basic credentials and issues a token; ``/v2/`` manifests demand it."""
 
     user = "gitlab-ci-token"
@@ -699,18 +715,6 @@ class _TokenRegistry(BaseHTTPRequestHandler):
     def realm(self) -> str:
         """The token service named in the challenge: this server's ``/token``."""
         return f"http://127.0.0.1:{self.server.server_port}/token"  # type: ignore[attr-defined]
-
-    def _answer(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Silence the default request log on stderr."""
 
 
 @contextmanager
@@ -795,27 +799,21 @@ def test_in_clear(url: str, insecure: tuple[str, ...], clear: bool) -> None:
 # -- redirects ----------------------------------------------------------------------------------
 
 
-class _Storage(BaseHTTPRequestHandler):
+class _Storage(_Handler):
     """Where a registry sends clients on: serves the manifest, records what it was sent."""
 
     authorizations: ClassVar[list[str | None]] = []
 
     def do_HEAD(self) -> None:
         self.authorizations.append(self.headers.get("Authorization"))
-        self.send_response(200)
-        self.send_header("Docker-Content-Digest", DIGEST)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+        self._answer(200, {"Docker-Content-Digest": DIGEST})
 
     def do_GET(self) -> None:
         """urllib (3.11) follows a redirected HEAD with a GET."""
         self.do_HEAD()
 
-    def log_message(self, format: str, *args: object) -> None:
-        """Silence the default request log on stderr."""
 
-
-class _RedirectingRegistry(BaseHTTPRequestHandler):
+class _RedirectingRegistry(_Handler):
     """Basic auth like the real registry; ``/manifests/moved`` redirects to ``location``."""
 
     user = "homelab"
@@ -831,19 +829,9 @@ class _RedirectingRegistry(BaseHTTPRequestHandler):
         else:
             self._answer(200, {"Docker-Content-Digest": DIGEST})
 
-    def _answer(self, status: int, headers: dict[str, str]) -> None:
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
     def do_GET(self) -> None:
         """urllib (3.11) follows a redirected HEAD with a GET."""
         self.do_HEAD()
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Silence the default request log on stderr."""
 
 
 def test_redirect_to_another_host_drops_the_credentials() -> None:
@@ -875,7 +863,7 @@ def test_redirect_on_the_same_registry_keeps_the_credentials() -> None:
 _API = re.compile(r"^/v2/(?P<path>.+)/(?P<kind>manifests|blobs)/(?P<ref>[^/]+)$")
 
 
-class _BearerRegistry(BaseHTTPRequestHandler):
+class _BearerRegistry(_Handler):
     """Manifests and blobs in memory behind Bearer tokens; ``tamper`` serves altered content."""
 
     users: ClassVar[dict[str, tuple[str, tuple[str, ...]]]] = {
@@ -995,18 +983,6 @@ class _BearerRegistry(BaseHTTPRequestHandler):
     def realm(self) -> str:
         """This server's ``/token``."""
         return f"http://127.0.0.1:{self.server.server_port}/token"  # type: ignore[attr-defined]
-
-    def _answer(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Silence the default request log on stderr."""
 
 
 def _sha256(content: bytes) -> str:
@@ -1143,7 +1119,7 @@ def test_manifest_types(bearer_registry: str) -> None:
     assert manifest == Manifest(media_type, body)
 
 
-class _BlobStorage(BaseHTTPRequestHandler):
+class _BlobStorage(_Handler):
     """Where a registry sends blob reads (object storage): serves ``blob``, records headers."""
 
     blob: ClassVar[bytes] = b""
@@ -1151,13 +1127,7 @@ class _BlobStorage(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.authorizations.append(self.headers.get("Authorization"))
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(self.blob)))
-        self.end_headers()
-        self.wfile.write(self.blob)
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Silence the default request log on stderr."""
+        self._answer(200, {}, self.blob)
 
 
 def test_config_blob_from_storage_elsewhere_gets_no_credentials(bearer_registry: str) -> None:
