@@ -30,7 +30,7 @@ from homelab_release.engines.base import Engine
 from homelab_release.engines.choice import make_engine
 from homelab_release.environments import follow_latest, write_entries
 from homelab_release.errors import ConfigError, ReleaseError
-from homelab_release.gitops import ManifestsRemote, Published, checkout
+from homelab_release.gitops import ManifestsRemote, Published, PublishedResult, checkout
 from homelab_release.gitops import refresh as refresh_checkout
 from homelab_release.images import ImageRef
 from homelab_release.latest import LatestMove
@@ -120,7 +120,7 @@ class ServiceBuild:
 
 
 @dataclass(frozen=True)
-class BuildDevelopResult:
+class BuildDevelopResult(PublishedResult):
     """What ``build_develop`` did: the change set, each build, the overlay edit and the commit."""
 
     environment: str
@@ -136,11 +136,6 @@ class BuildDevelopResult:
     def failed(self) -> tuple[ServiceBuild, ...]:
         """The builds that failed."""
         return tuple(b for b in self.builds if not b.ok)
-
-    @property
-    def commit(self) -> str | None:
-        """The manifests commit, None when nothing was committed."""
-        return self.published.commit if self.published else None
 
 
 def build_develop(

@@ -38,6 +38,7 @@ __all__ = [
     "ManifestsRemote",
     "MergeRequest",
     "Published",
+    "PublishedResult",
     "Writer",
     "checkout",
     "clone",
@@ -124,6 +125,18 @@ class Published:
     attempts: int
     branch: str = ""
     merge_request: bool = False
+
+
+class PublishedResult:
+    """What a workflow result that may have written the manifests branch has in common: its
+    ``published`` field and the :attr:`commit` it made."""
+
+    published: Published | None
+
+    @property
+    def commit(self) -> str | None:
+        """The manifests commit, None when nothing was committed."""
+        return self.published.commit if self.published else None
 
 
 @dataclass(frozen=True)

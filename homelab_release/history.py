@@ -30,7 +30,14 @@ from homelab_release.config import Environment, ReleaseConfig
 from homelab_release.entries import ImageEntry, first_entries
 from homelab_release.environments import follow_latest, write_entries
 from homelab_release.errors import ConfigError, OverlayError, RollbackError
-from homelab_release.gitops import ManifestsRemote, Published, checkout, parse_trailers, subject_of
+from homelab_release.gitops import (
+    ManifestsRemote,
+    Published,
+    PublishedResult,
+    checkout,
+    parse_trailers,
+    subject_of,
+)
 from homelab_release.kustomization import KUSTOMIZATION_NAMES, ImagesDocument
 from homelab_release.latest import LatestMove
 from homelab_release.overlay import OverlayEdit, apply_overlay_entries
@@ -188,7 +195,7 @@ def _why_not(wanted: str, found: Sequence[OverlayState]) -> str:
 
 
 @dataclass(frozen=True)
-class RollbackResult:
+class RollbackResult(PublishedResult):
     """What ``rollback`` did: the state replaced, the state restored, the edit and the commit."""
 
     environment: str
@@ -198,11 +205,6 @@ class RollbackResult:
     published: Published | None = None
     latest: tuple[LatestMove, ...] = ()
     dry_run: bool = False
-
-    @property
-    def commit(self) -> str | None:
-        """The manifests commit, None when nothing was committed."""
-        return self.published.commit if self.published else None
 
 
 def rollback(

@@ -24,7 +24,7 @@ from homelab_release.config import Environment, ReleaseConfig
 from homelab_release.entries import ImageEntry, first_entries
 from homelab_release.environments import source_of, write_entries
 from homelab_release.errors import ConfigError, OverlayError, PromotionError, ReleaseError
-from homelab_release.gitops import Published, checkout
+from homelab_release.gitops import Published, PublishedResult, checkout
 from homelab_release.overlay import OverlayEdit, apply_overlay_entries, read_overlay_images
 from homelab_release.registry import manifest_digest, retag
 from homelab_release.registrycheck import check_entries, registry_lookup
@@ -59,7 +59,7 @@ class ReleasedImage:
 
 
 @dataclass(frozen=True)
-class ReleaseResult:
+class ReleaseResult(PublishedResult):
     """What ``release`` did (or, with ``dry_run``, would do)."""
 
     source: str
@@ -70,11 +70,6 @@ class ReleaseResult:
     edit: OverlayEdit | None = None
     published: Published | None = None
     dry_run: bool = False
-
-    @property
-    def commit(self) -> str | None:
-        """The manifests commit, None when nothing was committed."""
-        return self.published.commit if self.published else None
 
 
 def release(

@@ -26,7 +26,7 @@ from homelab_release.develop import (
 from homelab_release.entries import ImageEntry
 from homelab_release.environments import source_of, write_entries
 from homelab_release.errors import ConfigError, PromotionError, ReleaseError
-from homelab_release.gitops import Published, checkout
+from homelab_release.gitops import Published, PublishedResult, checkout
 from homelab_release.overlay import OverlayEdit, apply_overlay_entries, read_overlay_images
 from homelab_release.promotion import (
     Promotion,
@@ -53,18 +53,13 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PromoteResult:
+class PromoteResult(PublishedResult):
     """What ``promote`` did: the environments, the promotion and the commit."""
 
     source: str
     target: str
     promotion: Promotion
     published: Published | None = None
-
-    @property
-    def commit(self) -> str | None:
-        """The manifests commit, None when nothing was committed."""
-        return self.published.commit if self.published else None
 
 
 # -- promote ---------------------------------------------------------------------------------
