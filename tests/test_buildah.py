@@ -379,6 +379,16 @@ def _fake_buildah(folder: Path, version: str) -> Path:
     return folder
 
 
+def _logged_buildah(folder: Path, calls: Path) -> Path:
+    """A ``buildah`` that writes each call's first argument to ``calls``, then runs the real one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    real = shutil.which("buildah", path="/usr/local/bin:/usr/bin:/bin")
+    script = folder / "buildah"
+    script.write_text(f'#!/bin/sh\necho "$1" >> {calls}\nexec {real} "$@"\n', encoding="utf-8")
+    script.chmod(0o755)
+    return folder
+
+
 def test_too_old_buildah_is_refused_with_the_minimum(
     tmp_path: Path, buildah_env: Mapping[str, str]
 ) -> None:
@@ -397,14 +407,18 @@ def test_dockerfile_buildah_cannot_build_is_refused_before_anything_runs(
     context = worker_context(tmp_path / "ctx")
     with (context / "Dockerfile").open("a", encoding="utf-8") as file:
         file.write("RUN --security=insecure true\n")
-    started = time.monotonic()
+    calls = tmp_path / "buildah-calls"
+    logged = _logged_buildah(tmp_path / "bin", calls)
     with pytest.raises(BuildError) as caught:
         build_image(
-            context=context, repository="x/y", tags=["a"], engine="buildah", env=buildah_env
-        )
+            context=context, repository="x/y", tags=["a"], engine="buildah",
+            env={**buildah_env, "PATH": f"{logged}:{buildah_env['PATH']}"},
+        )  # fmt: skip
     assert "RUN --security (needs BuildKit; no buildah has it), which the buildah engine cannot " \
         "build; this is buildah " in str(caught.value)  # fmt: skip
-    assert time.monotonic() - started < 5, "refused up front, not after a build"
+    asked = calls.read_text(encoding="utf-8").split()
+    assert asked, "the engine asked buildah for its version"
+    assert set(asked) <= {"version", "--version"}, f"refused up front, yet buildah ran {asked}"
 
 
 # -- building and pushing as root ----------------------------------------------------------------
